@@ -1,0 +1,187 @@
+"""One call for prototypes: attack over an ε grid, then RA and RR with confidence intervals.
+
+    >>> import jax, jax.numpy as jnp, rrjax
+    >>> w = jnp.linspace(-1.0, 1.0, 12)
+    >>> logits_fn = lambda x: jnp.stack([jnp.zeros(len(x)), x.reshape(len(x), -1) @ w], -1)
+    >>> x = jax.random.uniform(jax.random.key(0), (16, 2, 2, 3))
+    >>> y = (x.reshape(16, -1) @ w > 0).astype(jnp.int32)
+    >>> res = rrjax.evaluate(logits_fn, x, y, attack="pgd", eps=[0.0, 0.05, 0.1],
+    ...                      tolerance=[0.0, 0.1, 0.5, 1.0], key=jax.random.key(1), steps=5)
+    >>> res.ra.shape, res.rr.shape, res.rr_ci.shape
+    ((3,), (3, 4), (3, 4, 2))
+    >>> float(res.ra[0]) == res.clean_accuracy == 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import Partial
+from jax.typing import ArrayLike
+
+from rrjax import _validation as V
+from rrjax import metrics
+from rrjax.attacks import _common as C
+from rrjax.attacks import get_attack
+
+__all__ = ["Evaluation", "evaluate", "probabilities"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Result of :func:`evaluate` (NumPy arrays on the host).
+
+    Attributes:
+      eps: f32[E] budgets. tolerance: f32[B] tolerances.
+      ra: f64[E] robust accuracy; ra_ci: f64[E,2] its 95% interval.
+      rr: f64[E,B] robust ratio; rr_ci: f64[E,B,2] its 95% interval.
+      clean_accuracy: accuracy on the clean inputs.
+      n: number of samples.
+      p_clean: f32[N,C]; p_adv: f32[E,N,C] probabilities.
+      shift: f32[E,N] per-sample ``‖p_adv − p_clean‖`` in ``norm``.
+      correct: bool[E,N] per-sample correctness under attack (for paired tests).
+      robust: bool[E,B,N] per-sample φ_rob (for paired tests).
+      norm, require_same_label, ci_method: the RR definition and interval used.
+    """
+
+    eps: np.ndarray
+    tolerance: np.ndarray
+    ra: np.ndarray
+    ra_ci: np.ndarray
+    rr: np.ndarray
+    rr_ci: np.ndarray
+    clean_accuracy: float
+    n: int
+    p_clean: np.ndarray
+    p_adv: np.ndarray
+    shift: np.ndarray
+    correct: np.ndarray
+    robust: np.ndarray
+    norm: str
+    require_same_label: bool
+    ci_method: str
+
+
+@jax.jit
+def _probabilities(logits_fn: Partial, x: jax.Array) -> jax.Array:
+    return jax.nn.softmax(logits_fn(x).astype(jnp.float32), axis=-1)
+
+
+def probabilities(logits_fn: Any, x: jax.Array, *, batch_dims: int = 1) -> jax.Array:
+    """Softmax probabilities of ``logits_fn`` on ``x`` with ``batch_dims`` leading batch axes.
+
+    ``x[E,N,...]`` with ``batch_dims=2`` is flattened to one batch of ``E·N`` samples (one
+    compiled call) and reshaped back to ``[E,N,C]``.
+    """
+    fn = C.as_logits_fn(logits_fn)
+    lead = x.shape[:batch_dims]
+    flat = x.reshape((-1,) + x.shape[batch_dims:])
+    p = _probabilities(fn, flat)
+    return p.reshape(lead + p.shape[-1:])
+
+
+def evaluate(
+    logits_fn: Any,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    attack: Any,
+    eps: ArrayLike,
+    tolerance: ArrayLike,
+    key: ArrayLike,
+    norm: str = metrics.DEFAULT_SHIFT_NORM,
+    require_same_label: bool = False,
+    ci_method: str = "wilson",
+    **attack_kwargs: Any,
+) -> Evaluation:
+    """Attacks ``x`` over an ε grid and reports RA[E] and RR[E,B] with 95% intervals.
+
+    Args:
+      logits_fn: any pure ``x -> logits[N,C]`` (index 1 = fake). A
+        ``jax.tree_util.Partial(apply, variables)`` keeps the weights as traced arguments.
+      x: f32[N,...] in [0,1]. y: int[N] labels (0 = real, 1 = fake).
+      attack: a name from ``rrjax.attacks.ATTACKS`` or any callable with the attack signature.
+      eps: scalar or f32[E] grid of budgets in pixel units.
+      tolerance: scalar or f32[B] grid of output-change tolerances ``b ≥ 0``.
+      key: PRNG key for the attack.
+      norm: output-change norm of RR (``linf`` default, ``l1``, ``l2``). When the attack
+        uses ``loss="prob_shift"`` without ``shift_norm``, it maximises the same norm.
+      require_same_label: strict RR (label must also be unchanged).
+      ci_method: ``"wilson"`` or ``"clopper_pearson"``.
+      **attack_kwargs: hyperparameters of the attack (``steps``, ``loss``, ...). Because
+        ``norm`` names the output-change norm of RR here, the attack's threat-model norm is
+        passed as ``attack_norm="l2"`` (forwarded to the attack as its ``norm``).
+
+    Returns:
+      :class:`Evaluation`.
+    """
+    V.check_choice(norm, C.SHIFT_NORMS, name="norm")
+    V.check_choice(ci_method, metrics.CI_METHODS, name="ci_method")
+    attack_fn = get_attack(attack) if isinstance(attack, str) else attack
+    if not callable(attack_fn):
+        raise ValueError(f"attack must be an attack name or a callable, got {type(attack).__name__}")
+    if "attack_norm" in attack_kwargs:
+        attack_kwargs["norm"] = attack_kwargs.pop("attack_norm")
+    if attack_kwargs.get("loss") == "prob_shift":
+        attack_kwargs.setdefault("shift_norm", norm)
+
+    prep = C.prepare(logits_fn, x, y, eps, key)
+    tol, _ = V.as_grid(tolerance, name="tolerance", lower=0.0)
+    x_adv = attack_fn(prep.logits_fn, prep.x, prep.y, np.asarray(prep.eps), key=key, **attack_kwargs)
+    x_adv = jnp.asarray(x_adv)
+    if x_adv.shape != prep.eps.shape + prep.x.shape:
+        raise ValueError(
+            f"attack returned shape {x_adv.shape}; expected {prep.eps.shape + prep.x.shape} "
+            "(a leading ε-grid axis, then the input shape)"
+        )
+
+    p_clean = probabilities(prep.logits_fn, prep.x)
+    p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
+    return summarise(
+        p_clean, p_adv, prep.y, np.asarray(prep.eps), tol,
+        norm=norm, require_same_label=require_same_label, ci_method=ci_method,
+    )
+
+
+def summarise(
+    p_clean: jax.Array,
+    p_adv: jax.Array,
+    y: jax.Array,
+    eps: np.ndarray,
+    tolerance: np.ndarray,
+    *,
+    norm: str,
+    require_same_label: bool,
+    ci_method: str = "wilson",
+) -> Evaluation:
+    """Builds an :class:`Evaluation` from probabilities (no attack, no validation)."""
+    n = int(p_clean.shape[0])
+    shift, correct, robust, clean_correct = metrics.per_sample_outcomes(
+        p_clean, p_adv, y, jnp.asarray(tolerance), norm=norm, require_same_label=bool(require_same_label)
+    )
+    correct, robust = np.asarray(correct), np.asarray(robust)
+    k_ra = correct.sum(-1)
+    k_rr = robust.sum(-1)
+    return Evaluation(
+        eps=np.asarray(eps, np.float32),
+        tolerance=np.asarray(tolerance, np.float32),
+        ra=k_ra / n,
+        ra_ci=metrics.binomial_ci(k_ra, n, method=ci_method),
+        rr=k_rr / n,
+        rr_ci=metrics.binomial_ci(k_rr, n, method=ci_method),
+        clean_accuracy=float(np.asarray(clean_correct).mean()),
+        n=n,
+        p_clean=np.asarray(p_clean),
+        p_adv=np.asarray(p_adv),
+        shift=np.asarray(shift),
+        correct=correct,
+        robust=robust,
+        norm=norm,
+        require_same_label=bool(require_same_label),
+        ci_method=ci_method,
+    )
