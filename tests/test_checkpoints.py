@@ -42,9 +42,9 @@ def tiny(width=4, image_size=8, name="tiny"):
 def trained():
     """A detector with non-trivial params and BatchNorm statistics (one training-mode pass)."""
     det = tiny()
-    variables = det.init(jax.random.PRNGKey(0))
+    variables = jax.jit(det.init)(jax.random.PRNGKey(0))  # jit: eager init compiles op by op
     x = jax.random.uniform(jax.random.PRNGKey(1), (6, 8, 8, 3))
-    _, updates = det.apply_train(variables, x, key=jax.random.PRNGKey(2))
+    _, updates = jax.jit(det.apply_train)(variables, x, key=jax.random.PRNGKey(2))
     variables = {**variables, **updates}
     return det, variables, x
 
