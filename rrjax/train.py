@@ -410,8 +410,9 @@ def train(
       weight_decay: weight decay (DeepfakeBench: 5e-4).
       weight_decay_mode: ``"l2"`` (torch Adam, DeepfakeBench) or ``"decoupled"`` (AdamW).
       seed: seeds initialisation and dropout.
-      resume: continue from the latest state in ``work_dir``. Without it, a ``work_dir`` that
-        already holds training state is an error (nothing is overwritten silently).
+      resume: continue from the latest state in ``work_dir`` (or start, if it has none).
+        Without it, a ``work_dir`` that already holds training state is an error (nothing is
+        overwritten silently).
       init_variables: start from these variables instead of ``detector.init`` (fine-tuning
         imported weights); same leaves, shapes and dtypes as ``detector.init``.
       devices: devices for data parallelism (default: all local devices).
@@ -424,6 +425,7 @@ def train(
     Raises:
       ValueError: invalid arguments or batches, a ``work_dir`` holding state without
         ``resume``, or a state written by a different model / hyperparameters.
+      FloatingPointError: the training loss became NaN or inf (nothing of that epoch is saved).
     """
     if not isinstance(detector, Detector):
         raise ValueError(f"detector must be an rrjax.models.Detector, got {type(detector).__name__}")
@@ -530,6 +532,11 @@ def train(
             if sums is None:
                 raise ValueError(f"train_batches({epoch}) yielded no batches; expected at least one")
             sums = {k: float(v) for k, v in sums.items()}
+            if not np.isfinite(sums["loss"]):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch + 1} (mean loss {sums['loss'] / sums['n']}); "
+                    f"the state of epoch {epoch} is kept in {str(work_dir)!r}. Lower learning_rate."
+                )
             state = {**state, "epoch": jax.device_put(jnp.int32(epoch + 1), replicated)}
             record: dict[str, Any] = {
                 "epoch": epoch + 1,

@@ -255,3 +255,73 @@ def test_data_parallel_on_8_devices_matches_1_device_and_padding_is_inert():
     assert out["pad_loss"][0] == pytest.approx(out["pad_loss"][1], rel=1e-5), out
     assert out["pad_param_diff"] < 1e-5, out
     assert out["pad_logit_diff"] < 1e-5, out
+
+
+@pytest.fixture(scope="module")
+def script():
+    """experiments/train.py as a module (absl flags are global: load it once per session)."""
+    import importlib.util
+
+    name = "rrjax_experiments_train"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / "train.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def test_script_trains_evaluates_and_exports_with_provenance(tmp_path, script):
+    tr, va, te = toy_data(32, seed=0), toy_data(16, seed=1), toy_data(12, seed=2)
+
+    def build(s):  # stands in for the registry/data wiring, which lives on other branches
+        return script.Inputs(toy_detector(), batch_fn(tr, s.batch_size, seed=s.seed), val_fn(va, s.eval_batch_size), val_fn(te, 5))
+
+    s = script.Settings(
+        model="toy", dataset="toy_images", out_dir=tmp_path / "run", export_dir=tmp_path / "run" / "detector",
+        model_kwargs={}, dataset_kwargs={"resolution": 8}, epochs=2, batch_size=16, eval_batch_size=16,
+        learning_rate=3e-2, test_split="test", log_every=0,
+    )
+    command = "PYTHONPATH=. python experiments/train.py --model=toy --dataset=toy_images"
+    summary = script.run(s, command=command, flag_values={"model": "toy"}, build=build)
+    meta = checkpoints.read_metadata(summary["checkpoint"])
+    assert meta["command"] == command and meta["flags"] == {"model": "toy"}
+    assert meta["dataset"] == "toy_images" and meta["dataset_config"] == {"resolution": 8}
+    assert meta["metrics"]["test"]["n"] == 12 and meta["metrics"]["val"]["n"] == 16
+    assert summary["steps"] == 4 and (tmp_path / "run" / "history.json").is_file()
+    with pytest.raises(ValueError, match="--export_dir=.* already exists; pass --overwrite_export"):
+        script.run(s, command=command, build=build)
+
+
+def test_script_validates_flags(script):
+    from absl import flags
+
+    assert script.parse_key_values(["width=8", "name=xception", "sizes=[1, 2]"], flag="model_config") == {
+        "width": 8, "name": "xception", "sizes": [1, 2]}
+    with pytest.raises(ValueError, match="--model_config='=3' is not key=value"):
+        script.parse_key_values(["=3"], flag="model_config")
+    base = ["train.py", "--model=meso4", "--dataset=synthetic_images", "--out_dir=/tmp/unused"]
+    cases = [
+        (["--epochs=0"], "--epochs=0 is invalid; expected an integer >= 1"),
+        (["--learning_rate=0"], "--learning_rate=0.0 is invalid"),
+        (["--image_size=128", "--model_config=image_size=256"], "--image_size=128 contradicts"),
+        ([], None),
+    ]
+    for extra, match in cases:
+        flags.FLAGS(base + extra)
+        try:
+            if match is None:
+                s = script.settings_from_flags()
+                assert s.export_dir == pathlib.Path("/tmp/unused/detector") and s.eval_batch_size == 32
+            else:
+                with pytest.raises(ValueError, match=match):
+                    script.settings_from_flags()
+        finally:
+            flags.FLAGS.unparse_flags()
+
+
+def test_divergence_is_reported_not_saved(tmp_path):
+    det, data = toy_detector(), toy_data(8, seed=0)
+    with pytest.raises(FloatingPointError, match="training diverged in epoch 1"):
+        train.train(det, batch_fn(data, 2), epochs=1, work_dir=tmp_path, learning_rate=1e30)
+    assert not (tmp_path / "history.json").exists()
