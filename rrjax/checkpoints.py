@@ -372,7 +372,10 @@ def _open(path: str | os.PathLike) -> tuple[pathlib.Path, dict, dict]:
     required = ("model", "config", "arrays", "content_sha256")
     missing = [k for k in required if k not in sidecar]
     if missing or sidecar.get("content_sha256") != marker["content_sha256"]:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt: the sidecar lacks {missing} or disagrees with the marker; {_REMEDY}")
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupt: the sidecar lacks {missing} or disagrees with "
+            f"the marker; {_REMEDY}"
+        )
     return path, marker, sidecar
 
 

@@ -463,7 +463,10 @@ def train(
         want = checkpoints._describe(checkpoints._abstract_variables(detector))
         problems = checkpoints._compare(want, checkpoints._describe(checkpoints._plain(init_variables)))
         if problems:
-            raise ValueError(f"init_variables do not match detector {detector.name!r}: {checkpoints._summarise(problems)}")
+            raise ValueError(
+                f"init_variables do not match detector {detector.name!r}: "
+                f"{checkpoints._summarise(problems)}"
+            )
 
     work_dir = pathlib.Path(work_dir).absolute()
     work_dir.mkdir(parents=True, exist_ok=True)
