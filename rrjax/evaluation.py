@@ -46,7 +46,7 @@ class Evaluation:
       shift: f32[E,N] per-sample ``‖p_adv − p_clean‖`` in ``norm``.
       correct: bool[E,N] per-sample correctness under attack (for paired tests).
       robust: bool[E,B,N] per-sample φ_rob (for paired tests).
-      norm, require_same_label, ci_method: the RR definition and interval used.
+      shift_norm, require_same_label, ci_method: the RR definition and interval used.
     """
 
     eps: np.ndarray
@@ -62,7 +62,7 @@ class Evaluation:
     shift: np.ndarray
     correct: np.ndarray
     robust: np.ndarray
-    norm: str
+    shift_norm: str
     require_same_label: bool
     ci_method: str
 
@@ -94,7 +94,7 @@ def evaluate(
     eps: ArrayLike,
     tolerance: ArrayLike,
     key: ArrayLike,
-    norm: str = metrics.DEFAULT_SHIFT_NORM,
+    shift_norm: str = metrics.DEFAULT_SHIFT_NORM,
     require_same_label: bool = False,
     ci_method: str = "wilson",
     **attack_kwargs: Any,
@@ -109,26 +109,23 @@ def evaluate(
       eps: scalar or f32[E] grid of budgets in pixel units.
       tolerance: scalar or f32[B] grid of output-change tolerances ``b ≥ 0``.
       key: PRNG key for the attack.
-      norm: output-change norm of RR (``linf`` default, ``l1``, ``l2``). When the attack
-        uses ``loss="prob_shift"`` without ``shift_norm``, it maximises the same norm.
+      shift_norm: output-change norm of RR (``linf`` default, ``l1``, ``l2``); an attack with
+        ``loss="prob_shift"`` maximises the change in this same norm.
       require_same_label: strict RR (label must also be unchanged).
       ci_method: ``"wilson"`` or ``"clopper_pearson"``.
-      **attack_kwargs: hyperparameters of the attack (``steps``, ``loss``, ...). Because
-        ``norm`` names the output-change norm of RR here, the attack's threat-model norm is
-        passed as ``attack_norm="l2"`` (forwarded to the attack as its ``norm``).
+      **attack_kwargs: hyperparameters of the attack (``steps``, ``loss``, ``norm`` — the
+        threat-model norm ``"linf"``/``"l2"`` — ...).
 
     Returns:
       :class:`Evaluation`.
     """
-    V.check_choice(norm, C.SHIFT_NORMS, name="norm")
+    V.check_choice(shift_norm, C.SHIFT_NORMS, name="shift_norm")
     V.check_choice(ci_method, metrics.CI_METHODS, name="ci_method")
     attack_fn = get_attack(attack) if isinstance(attack, str) else attack
     if not callable(attack_fn):
         raise ValueError(f"attack must be an attack name or a callable, got {type(attack).__name__}")
-    if "attack_norm" in attack_kwargs:
-        attack_kwargs["norm"] = attack_kwargs.pop("attack_norm")
     if attack_kwargs.get("loss") == "prob_shift":
-        attack_kwargs.setdefault("shift_norm", norm)
+        attack_kwargs["shift_norm"] = shift_norm
 
     prep = C.prepare(logits_fn, x, y, eps, key)
     tol, _ = V.as_grid(tolerance, name="tolerance", lower=0.0)
@@ -144,7 +141,7 @@ def evaluate(
     p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
     return summarise(
         p_clean, p_adv, prep.y, np.asarray(prep.eps), tol,
-        norm=norm, require_same_label=require_same_label, ci_method=ci_method,
+        shift_norm=shift_norm, require_same_label=require_same_label, ci_method=ci_method,
     )
 
 
@@ -155,14 +152,14 @@ def summarise(
     eps: np.ndarray,
     tolerance: np.ndarray,
     *,
-    norm: str,
+    shift_norm: str,
     require_same_label: bool,
     ci_method: str = "wilson",
 ) -> Evaluation:
     """Builds an :class:`Evaluation` from probabilities (no attack, no validation)."""
     n = int(p_clean.shape[0])
     shift, correct, robust, clean_correct = metrics.per_sample_outcomes(
-        p_clean, p_adv, y, jnp.asarray(tolerance), norm=norm, require_same_label=bool(require_same_label)
+        p_clean, p_adv, y, jnp.asarray(tolerance), norm=shift_norm, require_same_label=bool(require_same_label)
     )
     correct, robust = np.asarray(correct), np.asarray(robust)
     k_ra = correct.sum(-1)
@@ -181,7 +178,7 @@ def summarise(
         shift=np.asarray(shift),
         correct=correct,
         robust=robust,
-        norm=norm,
+        shift_norm=shift_norm,
         require_same_label=bool(require_same_label),
         ci_method=ci_method,
     )

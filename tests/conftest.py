@@ -95,3 +95,40 @@ def tiny_cnn():
         return Partial(tiny_apply, variables)
 
     return make
+
+
+# ----------------------------------------------------------------------------- tiny detector
+
+class TinyDetectorModule(nn.Module):
+    """A small BatchNorm CNN following the detector calling convention (x in [0,1], train flag)."""
+
+    width: int = 6
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        video = x.ndim == 5
+        if video:
+            n, t = x.shape[:2]
+            x = x.reshape((n * t,) + x.shape[2:])
+        x = (x - 0.5) / 0.5
+        x = nn.Conv(self.width, (3, 3), use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.relu(nn.Conv(self.width, (3, 3), strides=2)(x))
+        x = x.mean(axis=(1, 2))
+        if video:
+            x = x.reshape(n, t, -1).mean(axis=1)
+        return nn.Dense(2)(x)
+
+
+def tiny_detector(shape=(8, 8, 3), seed=0, name="tiny"):
+    """A ``Detector`` with random weights whose BatchNorm statistics are not the identity."""
+    from rrjax.models.base import Detector
+
+    det = Detector(name=name, module=TinyDetectorModule(), input_shape=tuple(shape))
+    variables = det.init(jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    stats = variables["batch_stats"]
+    variables["batch_stats"] = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype), stats
+    )
+    return det, variables

@@ -55,7 +55,7 @@ def test_strict_rr_and_norm_options(linear):
     np.testing.assert_allclose(plain.rr[:, 1], 1.0)
     np.testing.assert_allclose(strict.rr[:, 1], strict.ra)
     assert np.all(strict.rr <= plain.rr)
-    l1 = rrjax.evaluate(linear.logits_fn, x, y, norm="l1", **kw)
+    l1 = rrjax.evaluate(linear.logits_fn, x, y, shift_norm="l1", **kw)
     np.testing.assert_allclose(l1.shift, 2 * plain.shift, rtol=1e-5)
 
 
@@ -79,7 +79,7 @@ def test_prob_shift_attack_maximises_the_rr_norm(linear):
 
     x = np.full((4, 24), 0.5, np.float32)
     rrjax.evaluate(linear.logits_fn, x, linear.labels(x), attack=spy, eps=[0.1], tolerance=0.1,
-                   key=jax.random.key(0), norm="l2", loss="prob_shift")
+                   key=jax.random.key(0), shift_norm="l2", loss="prob_shift")
     assert seen == {"loss": "prob_shift", "shift_norm": "l2"}
 
 
@@ -93,7 +93,7 @@ def test_custom_attack_callable_and_attack_norm(linear):
     res = rrjax.evaluate(linear.logits_fn, x, y, attack=identity_attack, eps=[0.1, 0.2], tolerance=0.0,
                          key=jax.random.key(0))
     np.testing.assert_array_equal(res.rr, 1.0)
-    l2 = rrjax.evaluate(linear.logits_fn, x, y, attack="pgd", attack_norm="l2", eps=0.3, tolerance=0.0,
+    l2 = rrjax.evaluate(linear.logits_fn, x, y, attack="pgd", norm="l2", eps=0.3, tolerance=0.0,
                         key=jax.random.key(0), steps=3)
     assert l2.ra.shape == (1,)
 
@@ -103,7 +103,7 @@ def test_custom_attack_callable_and_attack_norm(linear):
     [
         (dict(tolerance=-1.0), "tolerance has value -1 < 0"),
         (dict(attack="nope"), "unknown attack 'nope'"),
-        (dict(norm="l9"), "norm='l9' is not valid"),
+        (dict(shift_norm="l9"), "shift_norm='l9' is not valid"),
         (dict(ci_method="bayes"), "ci_method='bayes' is not valid"),
         (dict(attack=3), "attack must be an attack name or a callable"),
     ],

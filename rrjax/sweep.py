@@ -1,0 +1,837 @@
+"""The grid engine: every (model, attack, ε) cell over a sample set, sharded, chunked, resumable.
+
+For each model the clean probabilities (and input-gradient health statistics) are computed once
+per sample. For each attack, the pending ε values run as **one compiled program per sample
+chunk**: the chunk's samples are sharded over all devices (``jax.sharding``, a 1-D ``"data"``
+mesh; multi-host after ``jax.distributed.initialize()``), and the chunk size is planned from
+XLA's memory analysis of the model's gradient so that the memory budget holds whatever the
+grid size (ε is vectorised in smaller groups when even one sample per device would not fit).
+
+Determinism: sample ``i`` of the split always uses ``fold_in(key(seed), i)``, and attacks draw
+random starts in the unit ball scaled by ε, so a sample's result depends on neither the chunking,
+the device count, nor which other ε values are pending. A killed sweep therefore resumes with
+identical numbers: finished cells are skipped (``rrjax.records``), finished chunks of unfinished
+cells are reused (``partial/``), and the tables are rebuilt in a canonical order.
+
+A final pass (:func:`finalise`) derives attack-health flags from all cells and writes
+``summary.json``, ``summary.md`` and the paired model comparisons (``comparisons.jsonl``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rrjax import _validation as V
+from rrjax import metrics
+from rrjax import records as R
+from rrjax.attacks import ATTACKS, attack_norm, get_attack
+from rrjax.attacks import _common as C
+from rrjax.models.base import Detector
+
+__all__ = [
+    "AttackSpec",
+    "ModelEntry",
+    "SweepData",
+    "SweepSettings",
+    "parse_grid",
+    "parse_attacks",
+    "select_samples",
+    "plan_chunk",
+    "run_sweep",
+    "finalise",
+    "HEALTH_FLAGS",
+]
+
+# Input-sized buffers an attack keeps per (ε·sample) besides the model's activations.
+_ATTACK_BUFFERS = {"fgsm": 3, "pgd": 6, "cw_bounded": 6, "cw_l2": 10}
+# Attacks whose memory (and work) does not grow with the ε grid.
+_GRID_FREE = {"fgsm", "cw_l2"}
+
+HEALTH_FLAGS = {
+    "ra_increases_with_eps": "RA rises with ε beyond its 95% CI: the attack is not finding the optimum",
+    "iterative_weaker_than_fgsm": "an iterative attack has higher RA than FGSM at the same ε (beyond CI)",
+    "eps0_differs_from_clean": "RA at ε = 0 differs from clean accuracy: the attack changed unperturbed inputs",
+    "gradient_masking": "more than 5% of samples have all-zero or non-finite input gradients",
+    "no_success_at_max_eps": "not a single correctly classified sample was flipped at the largest ε",
+    "nonfinite_probabilities": "NaN/inf probabilities (clean or attacked)",
+}
+
+
+# ============================================================================ specifications
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """An attack name and its fully resolved hyperparameters (defaults filled in)."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(cls, name: str, **params: Any) -> "AttackSpec":
+        fn = get_attack(name)
+        sig = inspect.signature(fn)
+        kw_only = {
+            p.name: p.default for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "key"
+        }
+        accepts_more = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        unknown = sorted(set(params) - set(kw_only))
+        if unknown and not accepts_more:
+            raise ValueError(f"attack {name!r} has no hyperparameter(s) {unknown}; valid: {sorted(kw_only)}")
+        for k in ("target",):
+            if k in params:
+                raise ValueError(f"{k}= is per-sample data and cannot be a sweep hyperparameter")
+        resolved = {k: v for k, v in kw_only.items() if v is not inspect.Parameter.empty}
+        resolved.update(params)
+        resolved = {k: v for k, v in resolved.items() if v is not None}
+        if resolved.get("loss") != "prob_shift":
+            resolved.pop("shift_norm", None)  # only the probability-shift loss reads it
+        json.dumps(resolved, allow_nan=False)  # must be recordable
+        return cls(name, tuple(sorted(resolved.items())))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def threat_norm(self) -> str:
+        return attack_norm(self.name, self.kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A detector to sweep: a label for the records, the detector, its variables, provenance."""
+
+    label: str
+    detector: Detector
+    variables: Any
+    checkpoint: str = ""
+    checkpoint_sha256: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepData:
+    """The samples: ``x`` uint8 or float32 in [0,1] ``[N,...]``, labels and split positions."""
+
+    dataset: str
+    split: str
+    x: np.ndarray
+    y: np.ndarray
+    index: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.x)
+        if n == 0:
+            raise ValueError("the sweep has no samples (x is empty); expected at least one sample")
+        if self.x.dtype != np.uint8:
+            V.as_pixels(self.x, name="data.x", ranks=(4, 5))
+        V.as_labels(self.y, n, name="data.y")
+        if np.shape(self.index) != (n,) or len(np.unique(self.index)) != n:
+            raise ValueError(f"data.index must hold {n} distinct sample positions, got shape {np.shape(self.index)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """Grids and options shared by every cell of a sweep."""
+
+    eps: tuple[float, ...]
+    tolerance: tuple[float, ...]
+    shift_norm: str = metrics.DEFAULT_SHIFT_NORM
+    strict: bool = False
+    ci_method: str = "wilson"
+    seed: int = 0
+    batch_size: int = 64
+    memory_budget_mb: float | None = None
+
+    def __post_init__(self):
+        V.as_grid(self.eps, name="eps", lower=0.0)
+        V.as_grid(self.tolerance, name="tolerance", lower=0.0)
+        V.check_choice(self.shift_norm, C.SHIFT_NORMS, name="shift_norm")
+        V.check_choice(self.ci_method, metrics.CI_METHODS, name="ci_method")
+        V.check_int(self.seed, name="seed", minimum=0)
+        V.check_int(self.batch_size, name="batch_size", minimum=1)
+        if self.memory_budget_mb is not None:
+            V.check_number(self.memory_budget_mb, name="memory_budget_mb", lower=0.0, strict=True)
+        if len(set(self.eps)) != len(self.eps):
+            raise ValueError(f"eps has repeated values {list(self.eps)}; expected distinct budgets")
+
+
+# ============================================================================ parsing (for scripts)
+
+_GRID_RANGE = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
+
+
+def parse_grid(spec: str | Sequence[float], *, name: str) -> np.ndarray:
+    """Parses ``"0,0.01,0.05"`` or ``"start:stop:num"`` (inclusive linspace) into a float32 grid.
+
+    Raises ``ValueError`` naming ``name`` for malformed specs, non-finite or negative values.
+    """
+    if not isinstance(spec, str):
+        return V.as_grid(list(spec), name=name, lower=0.0)[0]
+    m = _GRID_RANGE.match(spec)
+    try:
+        if m:
+            start, stop, num = float(m.group(1)), float(m.group(2)), m.group(3).strip()
+            if not num.isdigit() or int(num) < 1:
+                raise ValueError
+            values = np.linspace(start, stop, int(num))
+        else:
+            values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(
+            f"{name}={spec!r} is malformed; expected comma-separated numbers like '0,0.05,0.1' or "
+            "'start:stop:num' like '0:0.2:9'"
+        ) from None
+    return V.as_grid(values, name=name, lower=0.0)[0]
+
+
+_ATTACK_ITEM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
+
+
+def _literal(text: str) -> Any:
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_attacks(spec: str) -> list[AttackSpec]:
+    """Parses ``"fgsm,pgd(steps=10,norm=l2),cw_l2(steps=200)"`` into attack specs.
+
+    Raises ``ValueError`` for unknown attacks (listing valid ones), unknown hyperparameters and
+    malformed text.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ValueError(f"attacks is empty; expected e.g. 'fgsm,pgd(steps=10)'; valid attacks: {sorted(ATTACKS)}")
+    out, pos = [], 0
+    while pos < len(spec):
+        m = _ATTACK_ITEM.match(spec, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"attacks={spec!r} is malformed near {spec[pos:]!r}; expected name or name(k=v,...) items")
+        name, body = m.group(1), m.group(2)
+        params: dict[str, Any] = {}
+        for item in filter(str.strip, (body or "").split(",")):
+            if "=" not in item:
+                raise ValueError(f"attack {name!r}: {item.strip()!r} is not k=v")
+            k, v = item.split("=", 1)
+            params[k.strip()] = _literal(v)
+        out.append(AttackSpec.make(name, **params))
+        pos = m.end()
+    names = [(a.name, a.params) for a in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks={spec!r} lists the same attack configuration twice")
+    return out
+
+
+def select_samples(n_available: int, n: int | None, seed: int) -> np.ndarray:
+    """The sorted positions of ``n`` samples drawn without replacement (all when ``n`` is None)."""
+    if n is None or n >= n_available:
+        return np.arange(n_available)
+    V.check_int(n, name="num_samples", minimum=1)
+    return np.sort(np.random.default_rng(seed).permutation(n_available)[:n])
+
+
+# ============================================================================ devices
+
+def _mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def _global(mesh: Mesh, host: np.ndarray) -> jax.Array:
+    """A global array sharded on axis 0 from a host array every process holds in full."""
+    sharding = NamedSharding(mesh, P("data", *([None] * (host.ndim - 1))))
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def _replicate(mesh: Mesh, tree: Any) -> Any:
+    sharding = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx, a=np.asarray(a): a[idx]), tree
+    )
+
+
+def _to_host(a: jax.Array) -> np.ndarray:
+    if a.is_fully_addressable:
+        return np.asarray(a)
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+
+def _is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+def _everywhere(flag: bool) -> bool:
+    """True iff ``flag`` holds on every process."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.all(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def _agree(value: np.ndarray) -> np.ndarray:
+    """Process 0's view of ``value`` on every process (its disk decides what is finished)."""
+    if jax.process_count() == 1:
+        return value
+    return np.asarray(multihost_utils.broadcast_one_to_all(value))
+
+
+# ============================================================================ planning
+
+def _per_sample_grad_bytes(detector: Detector, variables: Any) -> float:
+    """Temporary bytes of one forward+backward of the model per sample (XLA memory analysis)."""
+    probe = 2
+    x = jax.ShapeDtypeStruct((probe,) + tuple(detector.input_shape), jnp.float32)
+    grad = jax.jit(jax.grad(lambda v, xx: jnp.sum(detector.apply(v, xx)), argnums=1))
+    try:
+        analysis = grad.lower(variables, x).compile().memory_analysis()
+        temp = float(analysis.temp_size_in_bytes)
+    except Exception as e:  # backends without memory analysis: assume 32 input-sized buffers
+        logging.warning("memory analysis unavailable (%s); using a conservative estimate", e)
+        temp = 32.0 * probe * 4 * math.prod(detector.input_shape)
+    return temp / probe
+
+
+def plan_chunk(
+    attack: str, n_eps: int, per_sample_grad_bytes: float, input_bytes: int, *, n_devices: int,
+    batch_size: int, budget_bytes: float | None,
+) -> tuple[int, int | None]:
+    """Chooses the samples per chunk and the ε vectorisation width under a per-device budget.
+
+    Returns:
+      ``(samples_per_chunk, eps_batch_size)``: the chunk is a multiple of ``n_devices``;
+      ``eps_batch_size`` is None (whole grid at once) unless even one sample per device with the
+      whole grid would exceed the budget, in which case ε is vectorised that many at a time.
+    """
+    chunk = max(n_devices, (batch_size // n_devices) * n_devices)
+    if budget_bytes is None:
+        return chunk, None
+    unit = per_sample_grad_bytes + _ATTACK_BUFFERS.get(attack, 6) * input_bytes
+    grid_width = 1 if attack in _GRID_FREE else n_eps
+    outputs = n_eps * input_bytes * 2  # x_adv and its probabilities' inputs
+    per_sample = grid_width * unit + outputs
+    fit = int(budget_bytes // per_sample)  # samples per device
+    if fit >= 1:
+        return min(chunk, fit * n_devices), None
+    if attack in _GRID_FREE:
+        raise ValueError(
+            f"memory_budget_mb={budget_bytes / 2**20:.1f} cannot hold one sample of {attack!r} "
+            f"(needs {per_sample / 2**20:.1f} MB per sample); raise the budget"
+        )
+    width = int((budget_bytes - outputs) // unit)
+    if width < 1:
+        raise ValueError(
+            f"memory_budget_mb={budget_bytes / 2**20:.1f} cannot hold one ε of one sample of {attack!r} "
+            f"(needs {(unit + outputs) / 2**20:.1f} MB); raise the budget"
+        )
+    return n_devices, width
+
+
+# ============================================================================ compiled pieces
+
+def _pad(n: int, multiple: int) -> int:
+    return (-n) % multiple
+
+
+@jax.jit
+def _clean_pass(logits_fn, x, y):
+    logits = logits_fn(x).astype(jnp.float32)
+    grad = jax.grad(lambda xx: jnp.sum(C.per_sample_loss(C.LossSpec(), logits_fn(xx), y, None)))(x)
+    flat = grad.reshape(grad.shape[0], -1)
+    dead = jnp.all(flat == 0, axis=1) | ~jnp.all(jnp.isfinite(flat), axis=1)
+    return jax.nn.softmax(logits, axis=-1), dead
+
+
+@jax.jit
+def _adv_probabilities(logits_fn, x_adv):
+    # Samples-major before flattening keeps the data-axis sharding contiguous.
+    e, n = x_adv.shape[:2]
+    flat = jnp.swapaxes(x_adv, 0, 1).reshape((e * n,) + x_adv.shape[2:])
+    p = jax.nn.softmax(logits_fn(flat).astype(jnp.float32), axis=-1)
+    return jnp.swapaxes(p.reshape(n, e, -1), 0, 1)
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+# ============================================================================ cells
+
+def _model_def(m: ModelEntry) -> dict:
+    return {"model": m.label, "arch": m.detector.name, "config": dict(m.detector.config),
+            "checkpoint_sha256": m.checkpoint_sha256}
+
+
+def _cell_def(m: ModelEntry, data: SweepData, attack: AttackSpec, eps: float, s: SweepSettings | None) -> dict:
+    return {
+        **_model_def(m), "dataset": data.dataset, "split": data.split,
+        "samples": R.cell_id({"index": [int(i) for i in data.index]}),
+        "attack": attack.name, "attack_params": attack.kwargs, "eps": float(np.float32(eps)),
+        "seed": None if s is None else s.seed, "shift_norm": None if s is None else s.shift_norm,
+    }
+
+
+def _clean_key(cell_meta: Mapping[str, Any]) -> str:
+    """Id of the clean pass a cell uses: its model and sample set only."""
+    keep = ("model", "arch", "config", "checkpoint_sha256", "dataset", "split", "samples")
+    return R.cell_id({k: cell_meta[k] for k in keep})
+
+
+def _rows(meta: Mapping[str, Any], samples: Mapping[str, np.ndarray], s: SweepSettings, health: str = "") -> list[dict]:
+    n = len(samples["index"])
+    tol = np.asarray(s.tolerance, np.float32)
+    n_correct = int(samples["correct"].sum())
+    ok = samples["same_label"] if s.strict else np.ones(n, bool)
+    n_robust = ((samples["shift"][None, :] <= tol[:, None]) & ok[None, :]).sum(1)
+    ra_ci = metrics.binomial_ci(n_correct, n, method=s.ci_method)
+    rr_ci = metrics.binomial_ci(n_robust, n, method=s.ci_method)
+    clean_acc = float(np.mean((samples["p_fake_clean"] > 0.5).astype(int) == samples["y"]))
+    base = {
+        "model": meta["model"], "checkpoint": meta["checkpoint"], "checkpoint_sha256": meta["checkpoint_sha256"],
+        "dataset": meta["dataset"], "split": meta["split"], "attack": meta["attack"],
+        "attack_params": meta["attack_params"], "threat_norm": meta["threat_norm"], "eps": meta["eps"],
+        "n": n, "n_correct": n_correct, "ra": n_correct / n, "ra_lo": float(ra_ci[0]), "ra_hi": float(ra_ci[1]),
+        "clean_accuracy": clean_acc, "shift_norm": s.shift_norm, "strict": bool(s.strict),
+        "ci_method": s.ci_method, "seed": s.seed, "health": health, "cell": meta["cell"],
+    }
+    return [
+        {**base, "tolerance": float(b), "n_robust": int(k), "rr": int(k) / n, "rr_lo": float(lo), "rr_hi": float(hi)}
+        for b, k, (lo, hi) in zip(tol, n_robust, rr_ci)
+    ]
+
+
+def _finished(out: pathlib.Path, cell: str) -> bool:
+    """Whether a cell is finished and intact; a corrupt cell is reported, removed and redone."""
+    if not _is_writer():
+        return False
+    try:
+        return R.read_cell(out, cell) is not None
+    except ValueError as e:
+        logging.warning("%s -- recomputing the cell", e)
+        for suffix in (".json", ".npz"):
+            (out / "cells" / f"{cell}{suffix}").unlink(missing_ok=True)
+        return False
+
+
+def _partial_dir(out: pathlib.Path, cell: str) -> pathlib.Path:
+    return out / "partial" / cell
+
+
+def _read_partials(out: pathlib.Path, cell: str) -> list[dict[str, np.ndarray]]:
+    parts = []
+    d = _partial_dir(out, cell)
+    for p in sorted(d.glob("*.npz")) if d.exists() else []:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                parts.append({k: z[k] for k in z.files})
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # torn by a crash: recompute
+            logging.warning("ignoring unreadable partial result %s (%s); its samples are recomputed", p, e)
+    return parts
+
+
+def _write_partial(out: pathlib.Path, cell: str, part: Mapping[str, np.ndarray]) -> None:
+    d = _partial_dir(out, cell)
+    d.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **part)
+    R.atomic_write_bytes(d / f"{int(part['index'][0]):09d}-{int(part['index'][-1]):09d}.npz", buf.getvalue())
+
+
+# ============================================================================ the sweep
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="sample·ε", dynamic_ncols=True, smoothing=0.1)
+
+
+def _clean(out: pathlib.Path, m: ModelEntry, data: SweepData, mesh: Mesh, logits_fn, chunk: int) -> dict[str, np.ndarray]:
+    """Clean probabilities and dead-gradient flags per sample, computed once and cached."""
+    path = out / "clean" / f"{_clean_key(_cell_def(m, data, AttackSpec('fgsm'), 0.0, None))}.npz"
+    # Every process must take the same branch (the pass below is a collective program).
+    if _everywhere(path.exists()):
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    n_dev = mesh.devices.size
+    probs, dead = [], []
+    for start in range(0, len(data.x), chunk):
+        xs, ys = _to_float(data.x[start:start + chunk]), data.y[start:start + chunk]
+        pad = chunk - len(xs) if len(data.x) > chunk else _pad(len(xs), n_dev)
+        xs = np.concatenate([xs, np.repeat(xs[:1], pad, 0)]) if pad else xs
+        ys = np.concatenate([ys, np.repeat(ys[:1], pad, 0)]) if pad else ys
+        p, d = _clean_pass(logits_fn, _global(mesh, xs), _global(mesh, ys.astype(np.int32)))
+        keep = len(xs) - pad
+        probs.append(_to_host(p)[:keep])
+        dead.append(_to_host(d)[:keep])
+    result = {"index": np.asarray(data.index), "p_clean": np.concatenate(probs), "dead_grad": np.concatenate(dead)}
+    if _is_writer():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **result)
+        R.atomic_write_bytes(path, buf.getvalue())
+    return result
+
+
+def run_sweep(
+    models: Sequence[ModelEntry],
+    data: SweepData,
+    attacks: Sequence[AttackSpec],
+    settings: SweepSettings,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    stop_after_chunks: int | None = None,
+) -> pathlib.Path:
+    """Runs every (model, attack, ε) cell not yet finished in ``out_dir``, then :func:`finalise`.
+
+    Args:
+      models: detectors to evaluate (labels must be distinct); each must accept ``data.x``.
+      data: the samples (the same samples for every model, so comparisons are paired).
+      attacks: attack configurations.
+      settings: ε and tolerance grids and options.
+      out_dir: the sweep directory (created; finished cells in it are kept and skipped).
+      progress: show a tqdm bar (process 0 only).
+      stop_after_chunks: stop (as if killed) after this many attack chunks; for tests.
+
+    Returns:
+      ``out_dir`` as a path. Only process 0 writes files.
+    """
+    # The probability-shift loss maximises the change in the sweep's own RR norm.
+    attacks = [
+        AttackSpec(a.name, tuple(sorted({**a.kwargs, "shift_norm": settings.shift_norm}.items())))
+        if a.kwargs.get("loss") == "prob_shift" else a
+        for a in attacks
+    ]
+    labels = [m.label for m in models]
+    if not models or len(set(labels)) != len(labels):
+        raise ValueError(f"models must be a non-empty list with distinct labels, got {labels}")
+    if not attacks:
+        raise ValueError(f"attacks is empty; expected at least one of {sorted(ATTACKS)}")
+    for m in models:
+        m.detector.check_input(np.zeros((1,) + data.x.shape[1:]))
+    out = pathlib.Path(out_dir)
+    if _is_writer():
+        out.mkdir(parents=True, exist_ok=True)
+    mesh = _mesh()
+    n_dev = int(mesh.devices.size)
+    budget = None if settings.memory_budget_mb is None else settings.memory_budget_mb * 2**20
+    base_key = jax.random.key(settings.seed)
+    sample_keys = np.asarray(jax.random.key_data(
+        jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(data.index, jnp.uint32))))
+    eps_grid = np.asarray(settings.eps, np.float32)
+    input_bytes = 4 * int(np.prod(data.x.shape[1:]))
+
+    # What is pending (process 0's disk decides).
+    plan = []
+    for m in models:
+        for a in attacks:
+            cells = []
+            for e in eps_grid:
+                meta = _cell_def(m, data, a, float(e), settings)
+                cells.append((R.cell_id(meta), meta))
+            finished = _agree(np.array([_finished(out, c) for c, _ in cells]))
+            pending = [(c, meta, e) for (c, meta), e, f in zip(cells, eps_grid, finished) if not f]
+            plan.append((m, a, pending))
+    total = sum(len(p) * len(data.x) for _, _, p in plan)
+    bar = _progress(total, progress and _is_writer() and total > 0)
+    chunks_run = 0
+    try:
+        for m in models:
+            entries = [(a, pending) for mm, a, pending in plan if mm is m and pending]
+            if not entries:
+                continue
+            variables = _replicate(mesh, m.variables)
+            logits_fn = m.detector.logits_fn(variables)
+            grad_bytes = _per_sample_grad_bytes(m.detector, m.variables) if budget is not None else 0.0
+            clean_chunk, _ = plan_chunk("fgsm", 1, grad_bytes, input_bytes, n_devices=n_dev,
+                                        batch_size=settings.batch_size, budget_bytes=budget)
+            clean = _clean(out, m, data, mesh, logits_fn, clean_chunk)
+            for a, pending in entries:
+                cells = [c for c, _, _ in pending]
+                eps_pending = np.asarray([e for _, _, e in pending], np.float32)
+                chunk, eps_batch = plan_chunk(a.name, len(eps_pending), grad_bytes, input_bytes, n_devices=n_dev,
+                                              batch_size=settings.batch_size, budget_bytes=budget)
+                # Samples already covered by saved chunks of *every* pending cell are skipped.
+                covered = np.ones(len(data.x), bool)
+                saved = {c: _read_partials(out, c) if _is_writer() else [] for c in cells}
+                for c in cells:
+                    have = np.zeros(len(data.x), bool)
+                    pos = {int(i): k for k, i in enumerate(data.index)}
+                    for part in saved[c]:
+                        have[[pos[int(i)] for i in part["index"] if int(i) in pos]] = True
+                    covered &= have
+                covered = _agree(covered)
+                todo = np.flatnonzero(~covered)
+                kwargs = a.kwargs
+                if eps_batch is not None:
+                    if "eps_batch_size" not in inspect.signature(get_attack(a.name)).parameters:
+                        raise ValueError(f"attack {a.name!r} cannot vectorise ε in groups; raise memory_budget_mb")
+                    kwargs["eps_batch_size"] = eps_batch
+                if bar is not None:
+                    bar.set_description(f"{m.label} · {a.name}")
+                    bar.update(int(covered.sum()) * len(cells))
+                attack_fn = get_attack(a.name)
+                for start in range(0, len(todo), chunk):
+                    if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
+                        return out
+                    sel = todo[start:start + chunk]
+                    # Pad to the full chunk (not just the device count): one shape, one compilation.
+                    pad = chunk - len(sel) if len(todo) > chunk else _pad(len(sel), n_dev)
+                    rows_sel = np.concatenate([sel, np.repeat(sel[:1], pad)]) if pad else sel
+                    xs = _global(mesh, _to_float(data.x[rows_sel]))
+                    ys = _global(mesh, data.y[rows_sel].astype(np.int32))
+                    ks = _global(mesh, sample_keys[rows_sel])
+                    x_adv = attack_fn(logits_fn, xs, ys, eps_pending, key=ks, **kwargs)
+                    p_adv = _to_host(_adv_probabilities(logits_fn, x_adv))[:, : len(sel)]
+                    p_clean = clean["p_clean"][sel]
+                    y = data.y[sel].astype(np.int32)
+                    shift = np.asarray(metrics.prob_shift(p_clean, p_adv, norm=settings.shift_norm))
+                    for k, c in enumerate(cells):
+                        part = {
+                            "index": np.asarray(data.index)[sel], "y": y,
+                            "correct": p_adv[k].argmax(-1) == y, "shift": shift[k],
+                            "p_fake_clean": p_clean[:, 1], "p_fake_adv": p_adv[k][:, 1],
+                            "same_label": p_adv[k].argmax(-1) == p_clean.argmax(-1),
+                        }
+                        if _is_writer():
+                            _write_partial(out, c, part)
+                    chunks_run += 1
+                    if bar is not None:
+                        bar.update(len(sel) * len(cells))
+                        bar.set_postfix(cells=f"{sum(1 for _ in R.finished_cells(out))}")
+                if _is_writer():
+                    for c, meta, _ in pending:
+                        _complete_cell(out, c, {**meta, "cell": c, "checkpoint": m.checkpoint,
+                                                "threat_norm": a.threat_norm}, data, settings)
+                    R.rebuild_tables(out)
+    finally:
+        if bar is not None:
+            bar.close()
+    if _is_writer():
+        finalise(out, settings)
+        if (out / "partial").exists() and not any((out / "partial").iterdir()):
+            (out / "partial").rmdir()
+    return out
+
+
+def _complete_cell(out: pathlib.Path, cell: str, meta: dict, data: SweepData, s: SweepSettings) -> None:
+    parts = _read_partials(out, cell)
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in R.SAMPLE_FIELDS}
+    order = np.argsort(merged["index"], kind="stable")
+    merged = {k: v[order] for k, v in merged.items()}
+    _, first = np.unique(merged["index"], return_index=True)  # a chunk saved twice counts once
+    merged = {k: v[first] for k, v in merged.items()}
+    if not np.array_equal(merged["index"], np.sort(np.asarray(data.index))):
+        raise RuntimeError(f"cell {cell}: partial results do not cover the sample set; rerun with --resume")
+    R.write_cell(out, cell, meta, merged, _rows(meta, merged, s))
+    shutil.rmtree(_partial_dir(out, cell), ignore_errors=True)
+
+
+# ============================================================================ finalisation
+
+def _health(groups: dict, clean_dead: dict) -> dict[str, list[str]]:
+    """Attack-health flags per group key (model, dataset, split, attack, params) from its cells."""
+    flags: dict[tuple, list[str]] = {}
+    by_key = {}
+    for key, cells in groups.items():
+        cells = sorted(cells, key=lambda c: c["meta"]["eps"])
+        f = []
+        eps = np.array([c["meta"]["eps"] for c in cells])
+        n = np.array([len(c["samples"]["index"]) for c in cells])
+        k = np.array([int(c["samples"]["correct"].sum()) for c in cells])
+        ra = k / n
+        ci = np.array([c["rows"][0]["ra_lo"] for c in cells]), np.array([c["rows"][0]["ra_hi"] for c in cells])
+        if any(ra[j] > ci[1][i] for i in range(len(ra)) for j in range(i + 1, len(ra))):
+            f.append("ra_increases_with_eps")
+        zero = [c for c in cells if c["meta"]["eps"] == 0.0]
+        for c in zero:
+            s = c["samples"]
+            clean_correct = (s["p_fake_clean"] > 0.5).astype(int) == s["y"]
+            if int(s["correct"].sum()) != int(clean_correct.sum()):
+                f.append("eps0_differs_from_clean")
+        top = cells[int(np.argmax(eps))]
+        s = top["samples"]
+        clean_correct = (s["p_fake_clean"] > 0.5).astype(int) == s["y"]
+        if top["meta"]["eps"] > 0 and clean_correct.any() and not np.any(clean_correct & ~s["correct"]):
+            f.append("no_success_at_max_eps")
+        if any(not np.all(np.isfinite(c["samples"]["p_fake_adv"])) or not np.all(np.isfinite(c["samples"]["p_fake_clean"]))
+               for c in cells):
+            f.append("nonfinite_probabilities")
+        mkey = key[:3]
+        if clean_dead.get(mkey, 0.0) > 0.05:
+            f.append("gradient_masking")
+        flags[key] = f
+        by_key[key] = (eps, ra, ci)
+    # Iterative attacks must not be weaker than FGSM of the same norm at the same ε.
+    for key, (eps, ra, _) in by_key.items():
+        model_key, attack, params = key[:3], key[3], json.loads(key[4])
+        if attack not in ("pgd", "cw_bounded"):
+            continue
+        norm = params.get("norm", "linf")
+        for other, (e2, ra2, ci2) in by_key.items():
+            if other[:3] != model_key or other[3] != "fgsm" or json.loads(other[4]).get("norm", "linf") != norm:
+                continue
+            for i, e in enumerate(eps):
+                j = np.flatnonzero(np.isclose(e2, e))
+                if len(j) and ra[i] > ci2[1][j[0]]:
+                    flags[key].append("iterative_weaker_than_fgsm")
+                    break
+    return {k: sorted(set(v)) for k, v in flags.items()}
+
+
+def finalise(out_dir: str | os.PathLike, settings: SweepSettings | None = None) -> dict:
+    """Health flags, summary and paired comparisons from the finished cells of a sweep.
+
+    Rewrites each cell's rows with its group's health flags (and, when ``settings`` is given,
+    with that tolerance grid / strictness / CI method), rebuilds the tables, and writes
+    ``summary.json``, ``summary.md`` and ``comparisons.jsonl``. Deterministic in the cells.
+    """
+    out = pathlib.Path(out_dir)
+    cells = {c: R.read_cell(out, c) for c in R.finished_cells(out)}
+    groups: dict[tuple, list[dict]] = {}
+    for info in cells.values():
+        meta = info["meta"]
+        key = (meta["model"], meta["dataset"], meta["split"], meta["attack"], R.canonical_json(meta["attack_params"]))
+        groups.setdefault(key, []).append(info)
+    dead_by_model = {}
+    for info in cells.values():
+        meta = info["meta"]
+        path = out / "clean" / f"{_clean_key(meta)}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                dead_by_model[(meta["model"], meta["dataset"], meta["split"])] = float(np.mean(z["dead_grad"]))
+    flags = _health(groups, dead_by_model)
+    for key, infos in groups.items():
+        text = ";".join(flags.get(key, []))
+        for info in infos:
+            s = settings or _settings_from_rows(info["rows"])
+            rows = _rows(info["meta"], info["samples"], s, health=text)
+            if rows != info["rows"]:
+                R.write_cell(out, info["meta"]["cell"], info["meta"], info["samples"], rows)
+                info["rows"] = rows
+    R.rebuild_tables(out)
+    summary = _summary(groups, flags, dead_by_model)
+    comparisons = _comparisons(groups)
+    R.atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1, allow_nan=False) + "\n").encode())
+    R.atomic_write_bytes(out / "summary.md", _summary_md(summary, comparisons).encode())
+    R.atomic_write_bytes(out / "comparisons.jsonl",
+                         "".join(json.dumps(c, allow_nan=False) + "\n" for c in comparisons).encode())
+    return summary
+
+
+def _settings_from_rows(rows: list[dict]) -> SweepSettings:
+    r = rows[0]
+    return SweepSettings(eps=(r["eps"],), tolerance=tuple(x["tolerance"] for x in rows), shift_norm=r["shift_norm"],
+                         strict=r["strict"], ci_method=r["ci_method"], seed=r["seed"])
+
+
+def _summary(groups: dict, flags: dict, dead: dict) -> dict:
+    out = []
+    for key in sorted(groups):
+        infos = sorted(groups[key], key=lambda i: i["meta"]["eps"])
+        rows0 = infos[0]["rows"]
+        out.append({
+            "model": key[0], "dataset": key[1], "split": key[2], "attack": key[3],
+            "attack_params": json.loads(key[4]), "n": rows0[0]["n"], "clean_accuracy": rows0[0]["clean_accuracy"],
+            "eps": [i["meta"]["eps"] for i in infos],
+            "ra": [i["rows"][0]["ra"] for i in infos],
+            "ra_ci": [[i["rows"][0]["ra_lo"], i["rows"][0]["ra_hi"]] for i in infos],
+            "tolerance": [r["tolerance"] for r in rows0],
+            "rr": [[r["rr"] for r in i["rows"]] for i in infos],
+            "median_shift": [float(np.median(i["samples"]["shift"])) for i in infos],
+            "dead_gradient_share": dead.get(key[:3]),
+            "health": flags.get(key, []),
+        })
+    return {"groups": out, "health_flags": HEALTH_FLAGS}
+
+
+def _comparisons(groups: dict) -> list[dict]:
+    """Paired tests between every two models on the same (dataset, split, attack, params, ε)."""
+    by_cell: dict[tuple, dict[str, dict]] = {}
+    for key, infos in groups.items():
+        for info in infos:
+            by_cell.setdefault(key[1:] + (info["meta"]["eps"], info["meta"]["samples"]), {})[key[0]] = info
+    out = []
+    for ck in sorted(by_cell):
+        models = sorted(by_cell[ck])
+        for i in range(len(models)):
+            for j in range(i + 1, len(models)):
+                a, b = by_cell[ck][models[i]], by_cell[ck][models[j]]
+                sa, sb = a["samples"], b["samples"]
+                mc = metrics.mcnemar_exact(sa["correct"], sb["correct"])
+                tol = np.array([r["tolerance"] for r in a["rows"]], np.float32)
+                strict = a["rows"][0]["strict"]
+                ra_ok = sa["same_label"] if strict else np.ones(len(sa["shift"]), bool)
+                rb_ok = sb["same_label"] if strict else np.ones(len(sb["shift"]), bool)
+                phi_a = (sa["shift"][None] <= tol[:, None]) & ra_ok[None]
+                phi_b = (sb["shift"][None] <= tol[:, None]) & rb_ok[None]
+                bs = metrics.paired_bootstrap(phi_a, phi_b, n_boot=2000, seed=0)
+                out.append({
+                    "dataset": ck[0], "split": ck[1], "attack": ck[2], "attack_params": json.loads(ck[3]),
+                    "eps": ck[4], "model_a": models[i], "model_b": models[j], "n": int(len(sa["shift"])),
+                    "ra_diff": float(mc.difference), "mcnemar_p": float(mc.p_value),
+                    "a_only": int(mc.a_only), "b_only": int(mc.b_only),
+                    "tolerance": [float(t) for t in tol], "rr_diff": [float(v) for v in bs.difference],
+                    "rr_diff_ci": [[float(lo), float(hi)] for lo, hi in bs.ci],
+                    "rr_diff_p": [float(v) for v in bs.p_value],
+                })
+    return out
+
+
+def _summary_md(summary: dict, comparisons: list[dict]) -> str:
+    lines = ["# Sweep summary", ""]
+    for g in summary["groups"]:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(g["attack_params"].items()))
+        lines += [f"## {g['model']} · {g['dataset']}/{g['split']} · {g['attack']}({params})", "",
+                  f"n = {g['n']}, clean accuracy {g['clean_accuracy']:.3f}"
+                  + ("" if g["dead_gradient_share"] is None else f", dead-gradient share {g['dead_gradient_share']:.3f}"),
+                  ""]
+        tol = g["tolerance"]
+        show = sorted({0, len(tol) // 4, len(tol) // 2, (3 * len(tol)) // 4, len(tol) - 1})
+        lines.append("| ε | RA [95% CI] | " + " | ".join(f"RR(b={tol[t]:.2g})" for t in show) + " |")
+        lines.append("|---|---|" + "---|" * len(show))
+        for e, ra, ci, rr in zip(g["eps"], g["ra"], g["ra_ci"], g["rr"]):
+            lines.append(f"| {e:.4g} | {ra:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+                         + " | ".join(f"{rr[t]:.3f}" for t in show) + " |")
+        lines.append("")
+        if g["health"]:
+            lines += ["**Attack-health warnings:**", ""] + [f"- `{h}`: {HEALTH_FLAGS[h]}" for h in g["health"]] + [""]
+    if comparisons:
+        lines += ["## Paired comparisons (same samples)", "",
+                  "| dataset | attack | ε | a | b | RA_a − RA_b | McNemar p | RR_a − RR_b at b=0.5 [95% CI] |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in comparisons:
+            t = int(np.argmin(np.abs(np.asarray(c["tolerance"]) - 0.5)))
+            lo, hi = c["rr_diff_ci"][t]
+            lines.append(f"| {c['dataset']} | {c['attack']} | {c['eps']:.4g} | {c['model_a']} | {c['model_b']} | "
+                         f"{c['ra_diff']:+.3f} | {c['mcnemar_p']:.3g} | {c['rr_diff'][t]:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

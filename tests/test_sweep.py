@@ -1,0 +1,239 @@
+"""The sweep engine: records agree with rrjax.evaluate, resume after SIGKILL, multi-device and
+multi-process runs equal the single-device run, memory planning, health flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import rrjax
+from rrjax import records as R
+from rrjax import sweep as S
+from tests import sweep_runner
+from tests.conftest import tiny_detector
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _runner(out, *args, env=None, **popen):
+    cmd = [sys.executable, "-m", "tests.sweep_runner", str(out), *map(str, args)]
+    full_env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
+    return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny sweep, uninterrupted, in this process (1 device, chunks of 4)."""
+    out = tmp_path_factory.mktemp("reference")
+    models, data, attacks, settings = sweep_runner.build(batch_size=4)
+    S.run_sweep(models, data, attacks, settings, out, progress=False)
+    return out
+
+
+def test_records_match_evaluate(reference):
+    models, data, attacks, settings = sweep_runner.build()
+    rows = R.load_records(reference)
+    assert len(rows) == len(models) * len(attacks) * len(settings.eps) * len(settings.tolerance)
+    x = data.x.astype(np.float32) / 255
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(settings.seed), i))(np.asarray(data.index, np.uint32))
+    for m in models:
+        for a in attacks:
+            res = rrjax.evaluate(m.detector.logits_fn(m.variables), x, data.y, attack=a.name, eps=settings.eps,
+                                 tolerance=settings.tolerance, key=keys, **a.kwargs)
+            mine = sorted((r for r in rows if r["model"] == m.label and r["attack"] == a.name),
+                          key=lambda r: (r["eps"], r["tolerance"]))
+            np.testing.assert_allclose([r["ra"] for r in mine[:: len(settings.tolerance)]], res.ra)
+            np.testing.assert_allclose(np.array([r["rr"] for r in mine]).reshape(res.rr.shape), res.rr)
+            assert all(r["threat_norm"] == a.threat_norm for r in mine)
+    pgd_row = next(r for r in rows if r["attack"] == "pgd")
+    assert pgd_row["attack_params"]["steps"] == 3 and pgd_row["attack_params"]["random_start"] is True
+
+
+def test_summary_and_comparisons(reference):
+    summary = json.loads((reference / "summary.json").read_text())
+    assert len(summary["groups"]) == 6
+    comps = [json.loads(line) for line in (reference / "comparisons.jsonl").read_text().splitlines()]
+    assert len(comps) == 3 * 3  # one pair of models per (attack, eps)
+    c = comps[0]
+    assert {"ra_diff", "mcnemar_p", "rr_diff", "rr_diff_ci"} <= set(c) and len(c["rr_diff"]) == 4
+    assert "Paired comparisons" in (reference / "summary.md").read_text()
+    assert not (reference / "partial").exists()
+
+
+def test_resume_after_sigkill_gives_identical_records(reference, tmp_path):
+    out = tmp_path / "killed"
+    proc = _runner(out, "--batch_size", 2)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        parts = list((out / "partial").glob("*/*.npz")) if (out / "partial").exists() else []
+        if len(parts) >= 6:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the sweep finished before it could be killed:\n" + proc.stdout.read().decode())
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "records.jsonl").exists() or R.load_records(out) is not None
+    # A torn partial file (as a crash mid-write on another filesystem could leave) is ignored.
+    torn = next((out / "partial").glob("*/*.npz"))
+    torn.write_bytes(torn.read_bytes()[:40])
+    resumed = _runner(out, "--batch_size", 2)
+    log = resumed.communicate(timeout=400)[0].decode()
+    assert resumed.returncode == 0, log
+    assert (out / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+    assert (out / "records.csv").read_bytes() == (reference / "records.csv").read_bytes()
+    assert (out / "comparisons.jsonl").read_bytes() == (reference / "comparisons.jsonl").read_bytes()
+
+
+def test_eight_devices_equal_one(reference, tmp_path):
+    proc = _runner(tmp_path, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    log = proc.communicate(timeout=400)[0].decode()
+    assert proc.returncode == 0 and "devices 8" in log, log
+    assert (tmp_path / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+def test_two_processes_equal_one(reference, tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [_runner(tmp_path, "--process_id", i, "--num_processes", 2, "--port", port) for i in range(2)]
+    logs = [p.communicate(timeout=400)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    assert all("processes 2" in log for log in logs), logs
+    assert (tmp_path / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+def test_new_tolerance_grid_rederives_rows_without_attacking(reference, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    models, data, attacks, settings = sweep_runner.build()
+
+    def no_attack(name):
+        raise AssertionError(f"attack {name} should not run: every cell is finished")
+
+    monkeypatch.setattr(S, "get_attack", no_attack)
+    new = S.SweepSettings(eps=settings.eps, tolerance=(0.0, 0.5), batch_size=4, seed=settings.seed, strict=True)
+    S.run_sweep(models, data, attacks, new, out, progress=False)
+    rows = R.load_records(out)
+    assert sorted({r["tolerance"] for r in rows}) == [0.0, 0.5] and all(r["strict"] for r in rows)
+    assert len(rows) == 2 * 3 * 3 * 2
+
+
+def test_corrupt_cell_is_recomputed(reference, tmp_path, caplog):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    victim = sorted((out / "cells").glob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:-7])
+    models, data, attacks, settings = sweep_runner.build()
+    S.run_sweep(models, data, attacks, settings, out, progress=False)
+    assert (out / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+def test_parse_grid_and_attacks():
+    np.testing.assert_allclose(S.parse_grid("0:0.2:5", name="eps"), [0, 0.05, 0.1, 0.15, 0.2])
+    np.testing.assert_allclose(S.parse_grid("0, 0.1,0.3", name="eps"), [0, 0.1, 0.3])
+    for bad, msg in [("0:0.2", "malformed"), ("a,b", "malformed"), ("0:1:x", "malformed"), ("-1,2", "-1 < 0"),
+                     ("0,nan", "NaN or inf"), ("", "is empty")]:
+        with pytest.raises(ValueError, match=msg):
+            S.parse_grid(bad, name="eps")
+    specs = S.parse_attacks("fgsm, pgd(steps=7,norm=l2,random_start=false), cw_l2(steps=20)")
+    assert [a.name for a in specs] == ["fgsm", "pgd", "cw_l2"]
+    assert specs[1].kwargs["steps"] == 7 and specs[1].kwargs["random_start"] is False
+    assert specs[1].threat_norm == "l2" and specs[2].threat_norm == "l2" and specs[0].threat_norm == "linf"
+    for bad, msg in [("deepfool", "unknown attack 'deepfool'"), ("pgd(stepz=3)", "no hyperparameter"),
+                     ("pgd(steps)", "is not k=v"), ("pgd((", "malformed"), ("fgsm,fgsm", "twice"),
+                     ("pgd(target=1)", "per-sample data")]:
+        with pytest.raises(ValueError, match=msg):
+            S.parse_attacks(bad)
+
+
+def test_plan_chunk_respects_the_budget():
+    mb = 2**20
+    # No budget: the batch size (rounded to the device count).
+    assert S.plan_chunk("pgd", 16, 1e6, 10_000, n_devices=8, batch_size=60, budget_bytes=None) == (56, None)
+    chunk, width = S.plan_chunk("pgd", 16, 1e6, 10_000, n_devices=2, batch_size=256, budget_bytes=100 * mb)
+    per = 16 * (1e6 + 6 * 10_000) + 16 * 10_000 * 2
+    assert width is None and chunk == 2 * int(100 * mb // per) and chunk * per / 2 <= 100 * mb
+    # Too small for the whole grid with one sample: vectorise ε in groups instead.
+    chunk, width = S.plan_chunk("pgd", 64, 1e6, 10_000, n_devices=4, batch_size=64, budget_bytes=20 * mb)
+    assert chunk == 4 and 1 <= width < 64
+    # FGSM's memory does not grow with the grid.
+    assert S.plan_chunk("fgsm", 64, 1e6, 10_000, n_devices=1, batch_size=8, budget_bytes=20 * mb)[1] is None
+    with pytest.raises(ValueError, match="raise the budget"):
+        S.plan_chunk("pgd", 4, 1e9, 10_000, n_devices=1, batch_size=8, budget_bytes=mb)
+
+
+def test_memory_budget_changes_chunking_not_results(reference, tmp_path):
+    models, data, attacks, settings = sweep_runner.build()
+    tight = S.SweepSettings(eps=settings.eps, tolerance=settings.tolerance, seed=settings.seed, batch_size=64,
+                            memory_budget_mb=0.05)
+    S.run_sweep(models, data, attacks, tight, tmp_path, progress=False)
+    assert (tmp_path / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+def test_health_flags_fire(tmp_path):
+    """A model with no input gradient: the attack cannot move it, and the sweep says so."""
+    import flax.linen as nn
+
+    from rrjax.models.base import Detector
+
+    class Blind(nn.Module):  # a detector with a hard threshold: zero input gradient everywhere
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            s = jax.lax.stop_gradient(x.mean(axis=(1, 2, 3)) - 0.5) * nn.Dense(1)(jnp_ones(x))[:, 0]
+            return jax.numpy.stack([-s, s], -1)
+
+    def jnp_ones(x):
+        return jax.numpy.ones((x.shape[0], 1))
+
+    det = Detector("blind", Blind(), (8, 8, 3))
+    variables = det.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
+    y = ((x.astype(np.float32) / 255).mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
+    data = S.SweepData("toy", "test", x, y, np.arange(10))
+    settings = S.SweepSettings(eps=(0.0, 0.1), tolerance=(0.0, 1.0), batch_size=8)
+    S.run_sweep([S.ModelEntry("blind", det, variables)], data, S.parse_attacks("fgsm,pgd(steps=2,random_start=false)"), settings,
+                tmp_path, progress=False)
+    flags = {r["attack"]: set(r["health"].split(";")) for r in R.load_records(tmp_path)}
+    assert {"gradient_masking", "no_success_at_max_eps"} <= flags["pgd"]
+    assert {"gradient_masking", "no_success_at_max_eps"} <= flags["fgsm"]
+    assert "gradient_masking" in (tmp_path / "summary.md").read_text()
+
+
+def test_health_logic_on_hand_built_cells():
+    def cell(eps, correct, clean_correct=None):
+        n = len(correct)
+        correct = np.asarray(correct, bool)
+        cc = np.ones(n, bool) if clean_correct is None else np.asarray(clean_correct, bool)
+        y = np.ones(n, int)
+        s = {"index": np.arange(n), "y": y, "correct": correct, "shift": np.zeros(n),
+             "p_fake_clean": np.where(cc, 0.9, 0.1), "p_fake_adv": np.zeros(n), "same_label": np.ones(n, bool)}
+        k = int(correct.sum())
+        lo, hi = rrjax.metrics.binomial_ci(k, n)
+        return {"meta": {"eps": eps}, "samples": s, "rows": [{"ra_lo": lo, "ra_hi": hi}]}
+
+    n = 40
+    good = [cell(0.0, [1] * n), cell(0.1, [1] * 20 + [0] * 20), cell(0.2, [1] * 5 + [0] * 35)]
+    rising = [cell(0.0, [1] * n), cell(0.1, [1] * 5 + [0] * 35), cell(0.2, [1] * 38 + [0] * 2)]
+    changed = [cell(0.0, [1] * 30 + [0] * 10, clean_correct=[1] * n), cell(0.2, [0] * n, clean_correct=[1] * n)]
+    key = lambda attack, params="{}": ("m", "d", "s", attack, params)  # noqa: E731
+    groups = {key("fgsm"): good, key("pgd"): rising, key("cw_bounded"): changed}
+    flags = S._health(groups, {("m", "d", "s"): 0.0})
+    assert flags[key("fgsm")] == []
+    assert "ra_increases_with_eps" in flags[key("pgd")] and "iterative_weaker_than_fgsm" in flags[key("pgd")]
+    assert "eps0_differs_from_clean" in flags[key("cw_bounded")]
