@@ -340,11 +340,13 @@ def model_styles(records_or_models: Any) -> dict[str, tuple[str, str]]:
       ``{model: (colour hex, marker)}`` over the Okabe-Ito palette and :data:`MARKERS`; past
       eight models the colours repeat with a different marker.
     """
-    if isinstance(records_or_models, (str, os.PathLike)) or (
-            isinstance(records_or_models, Sequence) and records_or_models and isinstance(records_or_models[0], Mapping)):
-        names = {r["model"] for r in _as_rows(records_or_models)}
+    items = records_or_models
+    if not isinstance(items, (str, os.PathLike)):
+        items = list(items)
+    if isinstance(items, (str, os.PathLike)) or (items and isinstance(items[0], Mapping)):
+        names = {r["model"] for r in _as_rows(items)}
     else:
-        names = set(records_or_models)
+        names = set(items)
     return {m: (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[(i + i // len(OKABE_ITO)) % len(MARKERS)])
             for i, m in enumerate(sorted(names))}
 
@@ -440,7 +442,8 @@ def rr_ra_figure(
     pad = 0.02 * span
     ax.set_xlim(lo_t - pad, strip_end)
     ticks = [v for v in ax.xaxis.get_major_locator().tick_values(lo_t, hi_t) if lo_t - 1e-12 <= v <= hi_t + 1e-12]
-    ax.set_xticks(ticks)
+    ticks = ticks if len(tols) > 1 and ticks else tols
+    ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
     # A minor tick names the strip below the axis, where no marker can sit (minor ticks draw no grid line).
     ax.set_xticks([0.5 * (hi_t + 0.5 * step + strip_end)], ["RA"], minor=True)
     ax.tick_params(axis="x", which="minor", length=0, labelcolor="#555555")
@@ -660,8 +663,9 @@ def rr_heatmaps(
 ) -> Figure:
     """RR over (ε, tolerance): a grid of heatmaps, rows = models, columns = attack variants.
 
-    Every panel shares the colour scale [0, 1] (``cividis``) and one colour bar. A cell with no
-    record (a model not evaluated at that ε) is left blank.
+    Every panel shares the colour scale [0, 1] (``cividis``) and one colour bar. The panels of a
+    column share the union of their models' ε and tolerance grids; a cell with no record (a model
+    not evaluated at that ε) is masked and left blank.
 
     Args:
       records: record rows or a records path (see :func:`select`).
@@ -692,19 +696,21 @@ def rr_heatmaps(
     fig = Figure(figsize=(panel_size[0] * nc + 1.2, panel_size[1] * nr + 0.9), layout="constrained")
     axes = fig.subplots(nr, nc, squeeze=False)
     image = None
-    for i, model in enumerate(model_names):
-        for j, (key, label) in enumerate(labels.items()):
+    for j, (key, label) in enumerate(labels.items()):
+        # One (ε, b) grid per column, so the rows of every model line up; missing cells stay blank.
+        col_rows = [r for r in rows if _attack_key(r) == key]
+        eps_grid = sorted({r["eps"] for r in col_rows})
+        tol_grid = sorted({r["tolerance"] for r in col_rows})
+        for i, model in enumerate(model_names):
             ax = axes[i, j]
             ax.grid(False)
-            cell_rows = [r for r in rows if r["model"] == model and _attack_key(r) == key]
+            cell_rows = [r for r in col_rows if r["model"] == model]
             ax.set_title(f"{model} – {label}")
             if not cell_rows:
                 ax.text(0.5, 0.5, "no records", ha="center", va="center", transform=ax.transAxes, color="#555555")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
-            eps_grid = sorted({r["eps"] for r in cell_rows})
-            tol_grid = sorted({r["tolerance"] for r in cell_rows})
             grid = np.full((len(eps_grid), len(tol_grid)), np.nan)
             for r in cell_rows:
                 grid[eps_grid.index(r["eps"]), tol_grid.index(r["tolerance"])] = r["rr"]
