@@ -39,8 +39,10 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import pathlib
@@ -859,10 +861,23 @@ def save(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] = ("png
     base.parent.mkdir(parents=True, exist_ok=True)
     for fmt in _check_formats(formats):
         target = base.with_name(f"{base.name}.{fmt}")
-        with mpl.rc_context(_STYLE):
+        with mpl.rc_context(_STYLE), _quiet_font_subsetting():
             fig.savefig(target, format=fmt)
         out.append(target)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_font_subsetting():
+    # PDF output subsets fonts with fontTools, which logs every table at INFO; under absl (whose
+    # handler shows INFO) that is thousands of lines per figure. Scoped, and restored afterwards.
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:
