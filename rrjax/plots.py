@@ -268,6 +268,12 @@ def _attack_labels(rows: Sequence[Mapping]) -> dict[tuple, str]:
     return labels
 
 
+def _attack_title(all_rows: Sequence[Mapping], rows: Sequence[Mapping]) -> str:
+    """The attack label of ``rows`` (one variant), naming hyperparameters if the records need them."""
+    ds = rows[0]["dataset"]
+    return _attack_labels([r for r in all_rows if r["dataset"] == ds])[_attack_key(rows[0])]
+
+
 def _norm_name(norm: str) -> str:
     return f"L{_NORM_SYMBOL.get(norm, norm)}" if norm in _NORM_SYMBOL else str(norm)
 
@@ -457,8 +463,8 @@ def rr_ra_figure(
     ax.set_ylabel("robust ratio RR(b): solid, band = 95% CI")
     ax_ra.set_ylabel("robust accuracy RA: dashed, bar = 95% CI")
     n = sorted({r["n"] for r in rows})
-    fig.suptitle(f"RR and RA vs tolerance – {_title_context(ctx)}, {ctx['attack']} "
-                 f"({_norm_name(ctx['threat_norm'])}), ε = {_fmt_eps(rows[0]['eps'])}\n"
+    fig.suptitle(f"RR and RA vs tolerance – {_title_context(ctx)}, {_attack_title(all_rows, rows)}, "
+                 f"ε = {_fmt_eps(rows[0]['eps'])}\n"
                  f"{_rr_definition(ctx['shift_norm'], ctx['strict'])}; n = {', '.join(map(str, n))}"
                  f"{_health_note(rows)}")
     handles = [Line2D([], [], color=styles[m][0], marker=styles[m][1], lw=2, label=m) for m in groups]
@@ -546,7 +552,7 @@ def rr_vs_eps_figure(
             ax_ra.set_ylabel("robust accuracy RA: dashed")
         else:
             ax_ra.tick_params(labelright=False)
-    fig.suptitle(f"RR and RA vs ε – {_title_context(ctx)}, {ctx['attack']} ({_norm_name(ctx['threat_norm'])})\n"
+    fig.suptitle(f"RR and RA vs ε – {_title_context(ctx)}, {_attack_title(all_rows, rows)}\n"
                  f"{_rr_definition(ctx['shift_norm'], ctx['strict'])}{_health_note(rows)}")
     handles = [Line2D([], [], color=styles[m][0], marker=styles[m][1], lw=2, label=m) for m in groups]
     _legend(fig, handles)
@@ -831,8 +837,8 @@ def shift_histograms(
     for ax in set(axes):
         ax.set_xlabel(_shift_text(ctx["shift_norm"]))
         ax.set_ylabel("fraction of samples")
-    fig.suptitle(f"Per-sample probability shift – {_title_context(ctx)}, {ctx['attack']} "
-                 f"({_norm_name(ctx['threat_norm'])}), ε = {_fmt_eps(rows[0]['eps'])}{_health_note(rows)}")
+    fig.suptitle(f"Per-sample probability shift – {_title_context(ctx)}, {_attack_title(all_rows, rows)}, "
+                 f"ε = {_fmt_eps(rows[0]['eps'])}{_health_note(rows)}")
     _legend(fig, handles, ncols=min(len(handles), 2))
     return fig
 

@@ -245,7 +245,7 @@ def test_filters_and_bad_selections(tmp_path):
         plots.select([])
 
 
-def test_two_threat_norms_are_distinguished(tmp_path):
+def test_attack_variants_are_distinguished(tmp_path):
     out = make_sweep(tmp_path / "norms", attacks=("pgd",))
     rows = R.load_records(out)
     l2 = [dict(r, threat_norm="l2", eps=r["eps"] * 10, cell=r["cell"] + "l2") for r in rows]
@@ -254,7 +254,16 @@ def test_two_threat_norms_are_distinguished(tmp_path):
         plots.rr_ra_figure(both, attack="pgd", eps=0.0)
     fig = plots.ra_vs_eps_figure(both)
     assert [ax.get_title() for ax in fig.axes] == ["pgd (L₂)", "pgd (L∞)"]
-    assert plots.rr_ra_figure(both, attack="pgd", threat_norm="l2", eps=1.0) is not None
+    fig = plots.rr_ra_figure(both, attack="pgd", threat_norm="l2", eps=1.0)
+    assert "pgd (L₂), ε = 1" in fig._suptitle.get_text()
+    # two hyperparameter settings of one attack: the labels name only the one that differs
+    steps40 = [dict(r, attack_params={"steps": 40, "step_size": 0.01}, cell=r["cell"] + "s40") for r in rows]
+    with pytest.raises(ValueError, match="needs one attack_params.*pass attack_params=.*subset"):
+        plots.rr_ra_figure(rows + steps40, eps=0.1)
+    fig = plots.rr_ra_figure(rows + steps40, eps=0.1, attack_params={"steps": 40})
+    assert "pgd (L∞) steps=40, ε = 0.1" in fig._suptitle.get_text()
+    assert [ax.get_title() for ax in plots.ra_vs_eps_figure(rows + steps40).axes] == [
+        "pgd (L∞) steps=10", "pgd (L∞) steps=40"]
 
 
 def test_save_all_writes_every_figure(sweep, tmp_path):
