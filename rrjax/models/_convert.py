@@ -65,13 +65,18 @@ class TorchLayer:
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """A tensor / array as a NumPy array (torch tensors via ``detach().cpu().numpy()``)."""
+    """A tensor / array as a NumPy array that owns its memory.
+
+    ``Tensor.numpy()`` shares memory with the tensor and ``jnp.asarray`` may share it again
+    on CPU, so without the copy an in-place update on the PyTorch side (e.g. BatchNorm
+    running statistics in a train-mode forward) would silently change imported variables.
+    """
     if hasattr(value, "detach"):
         value = value.detach().cpu()
-        if hasattr(value, "float") and str(getattr(value, "dtype", "")) == "torch.bfloat16":
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
             value = value.float()
-        return value.numpy()
-    return np.asarray(value)
+        return np.array(value.numpy(), copy=True)
+    return np.array(value, copy=True)
 
 
 def unwrap_checkpoint(obj: Any) -> Mapping[str, Any]:
