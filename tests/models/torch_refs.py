@@ -17,23 +17,46 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def randomize_(module: nn.Module, seed: int, head_scale: float = 1.0) -> nn.Module:
-    """Random weights *and* random BatchNorm statistics (eval mode uses the running ones)."""
+def randomize_(module: nn.Module, seed: int, calib: np.ndarray | None = None, jitter: float = 0.0) -> nn.Module:
+    """Random weights *and* random BatchNorm statistics (eval mode uses the running ones).
+
+    Without ``calib`` the statistics are random numbers around identity (fine for shallow
+    nets). Deep random residual nets are chaotic: statistics unrelated to the actual
+    activations let them grow to 1e4-1e6, where float32 rounding alone exceeds any absolute
+    tolerance. With ``calib`` (NHWC images in [0, 1]) the running statistics are measured on
+    that batch, then scaled by ``jitter`` (relative noise), which keeps the logits of order one.
+    The statistics remain arbitrary per-channel numbers to the model under test.
+    """
     g = torch.Generator().manual_seed(seed)
+    bns = [m for m in module.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
     for m in module.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
-            n = m.num_features
-            m.weight.data = 0.5 + torch.rand(n, generator=g)
-            m.bias.data = 0.2 * torch.randn(n, generator=g)
-            m.running_mean.data = 0.2 * torch.randn(n, generator=g)
-            m.running_var.data = 0.5 + torch.rand(n, generator=g)
-            m.num_batches_tracked.fill_(7)
-        elif isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
             fan_in = m.weight[0].numel()
             m.weight.data = torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in)
             if m.bias is not None:
                 m.bias.data = 0.1 * torch.randn(m.bias.shape, generator=g)
-    return module
+    for m in bns:
+        n = m.num_features
+        m.weight.data = 0.5 + torch.rand(n, generator=g)
+        m.bias.data = 0.2 * torch.randn(n, generator=g)
+        m.running_mean.data = 0.2 * torch.randn(n, generator=g)
+        m.running_var.data = 0.5 + torch.rand(n, generator=g)
+    if calib is not None:
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: exactly this batch's statistics
+        module.train()
+        with torch.no_grad():
+            module(to_torch_input(calib))
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+            n = m.num_features
+            m.running_mean.data += jitter * m.running_var.sqrt() * torch.randn(n, generator=g)
+            m.running_var.data *= 1.0 + jitter * (torch.rand(n, generator=g) - 0.5)
+    for m in bns:
+        m.num_batches_tracked.fill_(7)
+    return module.eval()
 
 
 def to_torch_input(x: np.ndarray) -> torch.Tensor:
