@@ -9,6 +9,16 @@ import numpy as np
 from rrjax.models import Detector
 
 
+# These test programs run once or twice; XLA's LLVM optimisation passes cost more time than
+# they save (I3D gradient: 9 s instead of 22 s to compile on a loaded 2-core machine, same run time).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def compile_fast(fn, *example_args):
+    """``jax.jit(fn)`` compiled for the shapes of ``example_args`` with optimisations off."""
+    return jax.jit(fn).lower(*example_args).compile(compiler_options=FAST_COMPILE)
+
+
 def images(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(size=shape).astype(np.float32)
 
@@ -41,11 +51,11 @@ def random_variables(detector: Detector, seed: int = 0) -> dict:
 def input_grad(detector: Detector, variables: dict, x: np.ndarray) -> np.ndarray:
     """d(sum of fake-minus-real logits)/dx, the quantity every attack differentiates."""
 
-    @jax.jit
     def g(v, x):
         return jax.grad(lambda x: jnp.sum(detector.apply(v, x) @ jnp.array([-1.0, 1.0])))(x)
 
-    return np.asarray(g(variables, jnp.asarray(x)))
+    x = jnp.asarray(x)
+    return np.asarray(compile_fast(g, variables, x)(variables, x))
 
 
 def assert_useful_grad(grad: np.ndarray) -> None:

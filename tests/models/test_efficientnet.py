@@ -8,7 +8,7 @@ import pytest
 from rrjax import models
 from rrjax.models import efficientnet
 from tests.models import torch_refs as R
-from tests.models.helpers import assert_parity, assert_useful_grad, images, input_grad
+from tests.models.helpers import assert_parity, assert_useful_grad, compile_fast, images, input_grad
 
 SIZE = 64  # stem output 31 (odd): frozen-380 and true "same" padding differ from stage 2 on
 
@@ -42,7 +42,8 @@ def test_frozen_padding_of_strided_convs():
 
 def test_parity_deepfakebench_layout(imported):
     ref, det, variables, x = imported
-    ours = np.asarray(jax.jit(det.apply)(variables, jnp.asarray(x)))
+    xj = jnp.asarray(x)
+    ours = np.asarray(compile_fast(det.apply, variables, xj)(variables, xj))
     expected = R.run(ref, x)
     assert_parity(ours, expected)
     # The test can tell the paddings apart: true per-input "same" padding changes the logits.
@@ -59,7 +60,7 @@ def test_input_gradient_is_finite_and_nonzero(imported):
 def test_drop_connect_is_random_in_training_only(imported):
     _, det, variables, _ = imported
     x = jnp.asarray(images((4, SIZE, SIZE, 3), seed=24))
-    train = jax.jit(lambda v, x, k: det.apply_train(v, x, key=k))
+    train = compile_fast(lambda v, x, k: det.apply_train(v, x, key=k), variables, x, jax.random.key(0))
     a, upd = train(variables, x, jax.random.key(0))
     b, _ = train(variables, x, jax.random.key(1))
     assert not np.allclose(a, b)  # 0.2 * idx / 32 drop-connect on the residual blocks

@@ -9,7 +9,7 @@ import torch
 from rrjax import models
 from rrjax.models.video import aggregation_weights
 from tests.models import torch_refs as R
-from tests.models.helpers import assert_useful_grad, images, random_variables
+from tests.models.helpers import assert_useful_grad, compile_fast, images, random_variables
 
 
 def confident_reference(pred, t=0.8, min_fakes=11):
@@ -62,13 +62,14 @@ def test_mean_video_wrapper_matches_pytorch_frames(meso_clip):
     cfg = dict(image_size=64, num_frames=6)
     det = models.get_model("meso4_video", **cfg)
     variables = models.from_torch("meso4_video", sd, **cfg)
-    logits = np.asarray(jax.jit(det.apply)(variables, jnp.asarray(x)))
+    x = jnp.asarray(x)
+    logits = np.asarray(compile_fast(det.apply, variables, x)(variables, x))
     assert logits.shape == (3, 2)
     q = p_frames.mean(1)
     np.testing.assert_allclose(np.exp(logits), q, atol=1e-5)  # logits are log-probabilities
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(logits)), q, atol=1e-5)
     # Every frame of every clip receives gradient: attacks perturb the whole clip.
-    g = jax.grad(lambda x: jnp.sum(det.apply(variables, x)[:, 1]))(jnp.asarray(x))
+    g = compile_fast(jax.grad(lambda x, v: jnp.sum(det.apply(v, x)[:, 1])), x, variables)(x, variables)
     assert_useful_grad(np.asarray(g))
     assert np.all(np.abs(np.asarray(g)).reshape(3, 6, -1).max(-1) > 0)
 
@@ -79,12 +80,13 @@ def test_confident_video_wrapper_matches_rule_and_routes_gradient(meso_clip):
     cfg = dict(image_size=64, num_frames=6, aggregation="confident", confident_threshold=thr, confident_min_frames=0)
     det = models.get_model("meso4_video", **cfg)
     variables = models.from_torch("meso4_video", sd, **cfg)
-    logits = np.asarray(det.apply(variables, jnp.asarray(x)))
+    x = jnp.asarray(x)
+    logits = np.asarray(compile_fast(det.apply, variables, x)(variables, x))
     want = [confident_reference(clip, thr, 0) for clip in p_frames[..., 1]]
     np.testing.assert_allclose(np.exp(logits[:, 1]), want, atol=1e-5)
     np.testing.assert_allclose(np.exp(logits).sum(1), 1.0, atol=1e-5)
     # Frames left out by the rule get exactly zero gradient, selected ones get some.
-    g = np.asarray(jax.grad(lambda x: jnp.sum(det.apply(variables, x)[:, 1]))(jnp.asarray(x)))
+    g = np.asarray(compile_fast(jax.grad(lambda x, v: jnp.sum(det.apply(v, x)[:, 1])), x, variables)(x, variables))
     per_frame = np.abs(g).reshape(3, 6, -1).max(-1)
     excluded = 0
     for clip, gf in zip(p_frames[..., 1], per_frame):
@@ -157,14 +159,15 @@ def test_i3d_compact_forward_gradient_and_training():
     variables = random_variables(det, seed=41)
     x = jnp.asarray(images((2, 8, 32, 32, 3), seed=42))
 
-    @jax.jit
-    def check(v, x, key):  # one compilation for the eval gradient and the training step
-        value, g = jax.value_and_grad(lambda x: jnp.sum(det.apply(v, x) @ jnp.array([-1.0, 1.0])))(x)
-        return value, g, det.apply_train(v, x, key=key)
+    def value_and_grad(v, x):
+        return jax.value_and_grad(lambda x: jnp.sum(det.apply(v, x) @ jnp.array([-1.0, 1.0])))(x)
 
-    value, g, (logits, updates) = check(variables, x, jax.random.key(0))
+    value, g = compile_fast(value_and_grad, variables, x)(variables, x)
     assert np.isfinite(float(value))
     assert_useful_grad(np.asarray(g))
+    key = jax.random.key(0)
+    train = compile_fast(lambda v, x, k: det.apply_train(v, x, key=k), variables, x, key)
+    logits, updates = train(variables, x, key)
     assert logits.shape == (2, 2) and np.all(np.isfinite(logits))
     moved = jax.tree_util.tree_map(lambda u, w: bool(jnp.any(u != w)), updates["batch_stats"], variables["batch_stats"])
     assert all(jax.tree_util.tree_leaves(moved))

@@ -7,7 +7,7 @@ import pytest
 
 from rrjax import models
 from tests.models import torch_refs as R
-from tests.models.helpers import assert_parity, assert_useful_grad, images, input_grad
+from tests.models.helpers import assert_parity, assert_useful_grad, compile_fast, images, input_grad
 
 SIZE = 64  # fully convolutional + global pooling: parity at a small size exercises every layer
 
@@ -15,7 +15,8 @@ SIZE = 64  # fully convolutional + global pooling: parity at a small size exerci
 @pytest.fixture(scope="module")
 def apply_64():
     det = models.get_model("xception", image_size=SIZE)
-    return det, jax.jit(det.apply)
+    abstract = jax.eval_shape(det.init, jax.random.key(0))
+    return det, compile_fast(det.apply, abstract, jax.ShapeDtypeStruct((4, SIZE, SIZE, 3), jnp.float32))
 
 
 def test_parameter_count_matches_the_published_one():
