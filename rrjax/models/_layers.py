@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rrjax._validation import check_int, check_number
 
-__all__ = ["normalise", "batch_norm", "config_tuple", "image_size_arg", "rate_arg"]
+__all__ = ["normalise", "batch_norm", "config_tuple", "image_size_arg", "rate_arg", "global_avg_pool"]
 
 
 def normalise(x: jax.Array, mean: float = 0.5, std: float = 0.5) -> jax.Array:
