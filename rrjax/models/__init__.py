@@ -1,5 +1,194 @@
-"""Deepfake detectors (Flax Linen), their registry and PyTorch weight import."""
+"""Deepfake detectors (Flax Linen), their registry and PyTorch weight import.
 
+Registry (``MODELS``; ``get_model(name, **config)``):
+
+=====================  ==================  ==============================================
+name                   default input       architecture
+=====================  ==================  ==============================================
+meso4                  256 x 256 x 3       Meso4 (Afchar et al. 2018), DeepfakeBench
+meso_inception4        256 x 256 x 3       MesoInception4, DeepfakeBench
+xception               256 x 256 x 3       Xception, FaceForensics++ / DeepfakeBench
+efficientnet_b4        256 x 256 x 3       EfficientNet-B4, DeepfakeBench
+i3d                    16 x 112 x 112 x 3  I3D (Inception-v1 inflated), width 0.25
+i3d_full               64 x 224 x 224 x 3  I3D, published widths
+<frame>_video          8 x <frame input>   frame detector + probability aggregation
+=====================  ==================  ==============================================
+
+``<frame>`` is any of meso4, meso_inception4, xception, efficientnet_b4; the video entries
+take the frame model's keywords plus ``num_frames``, ``aggregation`` (``"mean"`` or
+``"confident"``), ``confident_threshold`` and ``confident_min_frames``
+(:mod:`rrjax.models.video`).
+
+Every detector takes pixels in [0, 1] and normalises inside. ``Detector.config`` holds the
+fully resolved keyword arguments, so ``get_model(d.name, **dict(d.config))`` rebuilds ``d``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from rrjax._validation import check_choice
+from rrjax.models import efficientnet, i3d, meso, video, xception
+from rrjax.models._convert import convert, strip_wrappers, unwrap_checkpoint
 from rrjax.models.base import Detector
 
-__all__ = ["Detector"]
+__all__ = [
+    "Detector",
+    "MODELS",
+    "get_model",
+    "default_input_shape",
+    "from_torch",
+    "torch_layouts",
+    "convert_file",
+]
+
+MODELS: dict[str, Callable[..., Detector]] = {
+    "meso4": meso.meso4,
+    "meso_inception4": meso.meso_inception4,
+    "xception": xception.xception,
+    "efficientnet_b4": efficientnet.efficientnet_b4,
+    "i3d": i3d.i3d,
+    "i3d_full": i3d.i3d_full,
+    **{f"{frame}_video": video.video_factory(frame) for frame in video.FRAME_MODELS},
+}
+
+# Families with a PyTorch layout: frame model name -> module with LAYOUTS and torch_layout().
+_TORCH_FAMILIES = {
+    "meso4": meso,
+    "meso_inception4": meso,
+    "xception": xception,
+    "efficientnet_b4": efficientnet,
+}
+
+
+def _accepted_keys(name: str) -> tuple[str, ...]:
+    factory = MODELS[name]
+    keys = getattr(factory, "accepted_keys", None)
+    if keys is None:
+        keys = tuple(inspect.signature(factory).parameters)
+    return tuple(keys)
+
+
+def get_model(name: str, **config: Any) -> Detector:
+    """Builds a registered detector.
+
+    Args:
+      name: a key of ``MODELS``.
+      **config: the factory's keyword arguments (e.g. ``image_size=128``).
+
+    Returns:
+      The :class:`Detector`; ``config`` holds every resolved keyword argument.
+
+    Raises:
+      ValueError: unknown name (the message lists the valid names), unknown keyword
+        (lists the accepted ones) or an invalid value.
+    """
+    check_choice(name, MODELS, name="name")
+    accepted = _accepted_keys(name)
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name} does not take {unknown}; accepted keywords: {list(accepted)}")
+    return MODELS[name](**config)
+
+
+def default_input_shape(name: str, **config: Any) -> tuple[int, ...]:
+    """Per-sample input shape of a detector: ``(H, W, C)`` or ``(T, H, W, C)``."""
+    return tuple(get_model(name, **config).input_shape)
+
+
+def _frame_name(name: str) -> str:
+    return name[: -len("_video")] if name.endswith("_video") else name
+
+
+def torch_layouts(name: str) -> tuple[str, ...]:
+    """PyTorch layouts ``from_torch`` accepts for ``name`` (first = default); () if none."""
+    check_choice(name, MODELS, name="name")
+    family = _TORCH_FAMILIES.get(_frame_name(name))
+    return tuple(family.LAYOUTS) if family else ()
+
+
+def from_torch(
+    name: str, state_dict: Mapping[str, Any], *, layout: str | None = None, **config: Any
+) -> dict[str, Any]:
+    """Imports a PyTorch state dict as the Flax variables of a registered detector.
+
+    Layouts (``torch_layouts(name)``):
+
+    * meso4, meso_inception4, efficientnet_b4: ``"deepfakebench"`` (DeepfakeBench's
+      backbone modules);
+    * xception: ``"deepfakebench"`` (default) or ``"faceforensics"`` (FaceForensics++
+      ``TransferModel``);
+    * ``<frame>_video``: the frame model's layouts (weights go to the frame model).
+
+    Accepted containers: a plain state dict, or a checkpoint dict nesting it under
+    ``state_dict`` / ``model_state_dict`` / ``model`` / ``net`` / ``network``. Prefixes
+    that *every* key shares among ``module.`` (DataParallel), ``backbone.`` (DeepfakeBench
+    detectors) and ``model.`` (FaceForensics++) are removed. ``num_batches_tracked`` is
+    ignored; BatchNorm running statistics go to ``batch_stats``.
+
+    Args:
+      name: registry name.
+      state_dict: mapping of names to torch tensors or arrays.
+      layout: one of ``torch_layouts(name)``; default the first.
+      **config: the detector's keyword arguments (as for :func:`get_model`).
+
+    Returns:
+      ``{"params": ..., "batch_stats": ...}`` for ``get_model(name, **config)``.
+
+    Raises:
+      ValueError: no layout for this model, unknown layout, missing or unexpected keys
+        (all listed), or shape mismatches (naming the layer and both shapes). Nothing is
+        loaded partially.
+    """
+    detector = get_model(name, **config)
+    layouts = torch_layouts(name)
+    if not layouts:
+        importable = [n for n in MODELS if torch_layouts(n)]
+        raise ValueError(f"{name!r} has no PyTorch layout to import; importable models: {importable}")
+    layout = layouts[0] if layout is None else check_choice(layout, layouts, name="layout")
+    frame = _frame_name(name)
+    layers, ignore = _TORCH_FAMILIES[frame].torch_layout(frame, layout)
+    if frame != name:
+        layers = [type(layer)(layer.torch, ("frame_model",) + layer.flax, layer.kind) for layer in layers]
+    abstract = jax.eval_shape(detector.init, jax.random.key(0))
+    sd = strip_wrappers(unwrap_checkpoint(state_dict))
+    return convert(sd, layers, abstract, model=name, ignore=ignore)
+
+
+def convert_file(
+    name: str, path: str | os.PathLike, *, layout: str | None = None, **config: Any
+) -> tuple[Detector, dict[str, Any]]:
+    """Loads a PyTorch ``.pth`` file safely and imports it (see :func:`from_torch`).
+
+    The file is read with ``torch.load(path, map_location="cpu", weights_only=True)``:
+    tensors and plain containers only, never arbitrary pickled objects. Files that hold a
+    whole pickled ``nn.Module`` (as FaceForensics++'s released models do) must be re-saved
+    as ``torch.save(model.state_dict(), path)`` first.
+
+    Returns:
+      ``(detector, variables)``.
+
+    Raises:
+      ValueError: as :func:`from_torch`, plus a missing file or one ``torch.load`` rejects.
+      ImportError: PyTorch is not installed (``pip install torch``).
+    """
+    detector = get_model(name, **config)
+    if not os.path.isfile(path):
+        raise ValueError(f"path={os.fspath(path)!r} is not a file; expected a PyTorch .pth state dict")
+    try:
+        import torch
+    except ImportError as e:  # torch is an optional dependency
+        raise ImportError("convert_file needs PyTorch: pip install 'rrjax[torch]'") from e
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError/RuntimeError for unsafe or corrupt files
+        raise ValueError(
+            f"torch.load(weights_only=True) cannot read {os.fspath(path)!r}: {type(e).__name__}: {e}"
+        ) from e
+    variables = from_torch(name, obj, layout=layout, **dict(detector.config))
+    return detector, variables
