@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 from absl import logging
 from PIL import Image
 
@@ -552,7 +553,7 @@ class _FrameBuilder(_base.Builder, skip_registration=True):
     def _generate_examples(self, split: str, entries: list[VideoEntry], missing: int) -> Iterator:
         skips = _Skips(missing=missing)
         key = 0
-        for e in entries:
+        for e in tqdm.tqdm(entries, desc=f"{self.DATASET_TITLE} {split}", unit="video", leave=False):
             for record in self._records(e, skips):
                 yield key, record
                 key += 1

@@ -164,10 +164,12 @@ def similar_identity(rng: np.random.Generator, target: Identity) -> Identity:
 
 
 def sample_pose(rng: np.random.Generator) -> Pose:
+    # Framed like the face crops detectors are trained on (DeepfakeBench, FF++ pipelines):
+    # the head fills most of the frame, with some background, hair and shoulders.
     return Pose(
-        cx=rng.uniform(-0.15, 0.15),
-        cy=rng.uniform(-0.18, 0.06),
-        scale=rng.uniform(0.38, 0.52),
+        cx=rng.uniform(-0.1, 0.1),
+        cy=rng.uniform(-0.1, 0.06),
+        scale=rng.uniform(0.52, 0.66),
         roll=rng.uniform(-0.25, 0.25),
         yaw=rng.uniform(-0.35, 0.35),
         gaze_x=rng.uniform(-0.3, 0.3),
@@ -552,7 +554,8 @@ def _blend_mask(u, v, ident: Identity, pose: Pose, head, size: int, rng, jitter:
     r = np.sqrt(((u - cu) / au) ** 2 + ((v - cv) / av) ** 2) / wobble
     hard = _cover((r - 1) * min(au, av), 2.0 / (size * pose.scale)) * head
     sigma = rng.uniform(1.5, 7.0) * size / 256 * pose.scale / 0.45
-    mask = ndimage.gaussian_filter(hard, sigma, mode="constant")
+    # Blurred, then kept inside the face outline: the swap never paints the background.
+    mask = ndimage.gaussian_filter(hard, sigma, mode="constant") * head
     return np.clip(mask * rng.uniform(0.85, 1.0), 0, 1).astype(_F)
 
 

@@ -23,6 +23,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from rrjax._validation import check_int
 from rrjax.data import _base, render
@@ -102,7 +103,7 @@ class SyntheticImages(_base.Builder):
 
     def _generate_examples(self, split: str, n: int):
         c = self.builder_config
-        for i in range(n):
+        for i in tqdm.trange(n, desc=f"synthetic_images {split}", unit="image", leave=False):
             jpeg, method = render.render_image(sample_rng(c.seed, split, i), c.image_size, fake=bool(i % 2))
             yield i, {"image": jpeg, "label": i % 2, "video_id": i, "method": method}
 
@@ -170,7 +171,7 @@ class SyntheticVideos(_base.Builder):
 
     def _generate_examples(self, split: str, n: int):
         c = self.builder_config
-        for i in range(n):
+        for i in tqdm.trange(n, desc=f"synthetic_videos {split}", unit="clip", leave=False):
             frames, method = render.render_clip(sample_rng(c.seed, split, i), c.image_size, c.num_frames,
                                                 fake=bool(i % 2))
             yield i, {"clip": frames, "label": i % 2, "video_id": i, "method": method}
