@@ -40,8 +40,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 def config_name(*parts: Any) -> str:
     """A directory-safe config name built from the values that define the data."""
-    text = "-".join(str(p) for p in parts)
-    return re.sub(r"[^A-Za-z0-9_.+]+", "_", text.replace("-", "~")).replace("~", "-")
+    return re.sub(r"[^A-Za-z0-9.+]+", "_", "_".join(str(p) for p in parts))
 
 
 class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

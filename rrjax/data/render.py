@@ -197,11 +197,11 @@ def _grid(size: int):
 
 def _box(size: int, x0: float, x1: float, y0: float, y1: float):
     """Pixel slices (rows, cols) covering the image-coordinate box, or None if empty."""
-    def rng_(a, b):
+    def span(a, b):
         lo = max(int(np.floor((a + 1) / 2 * size)) - 1, 0)
         hi = min(int(np.ceil((b + 1) / 2 * size)) + 1, size)
         return slice(lo, hi) if hi > lo else None
-    rows, cols = rng_(y0, y1), rng_(x0, x1)
+    rows, cols = span(y0, y1), span(x0, x1)
     return None if rows is None or cols is None else (rows, cols)
 
 
