@@ -316,8 +316,14 @@ class _Rerooter:
         return None
 
 
-def deepfakebench_entries(json_path: Path, manual_dir: Path, *, dataset: str | None, compression: str) -> tuple[list[VideoEntry], int]:
-    """Videos listed in a DeepfakeBench dataset JSON; returns ``(entries, missing_frames)``."""
+def deepfakebench_entries(json_path: Path, manual_dir: Path, *, dataset: str | None,
+                          compression: str) -> tuple[list[VideoEntry], dict[str, int]]:
+    """Videos listed in a DeepfakeBench dataset JSON.
+
+    Returns:
+      ``(entries, missing)`` with ``missing[split]`` the number of listed frame files
+      that do not exist (not even under ``manual_dir``).
+    """
     if not json_path.is_file():
         raise _layout_error("DeepfakeBench", manual_dir, [f"{json_path}  (the dataset JSON from rearrange.py)"])
     try:
@@ -333,7 +339,7 @@ def deepfakebench_entries(json_path: Path, manual_dir: Path, *, dataset: str | N
     if dataset not in data:
         raise ValueError(f"dataset={dataset!r} is not in {json_path}; expected one of {sorted(data)}")
     reroot = _Rerooter(manual_dir)
-    entries, missing, guessed = [], 0, set()
+    entries, missing, guessed = [], collections.Counter(), set()
     for label_name, by_split in data[dataset].items():
         for split_name, videos in by_split.items():
             if split_name not in _SPLIT_NAMES:
@@ -356,7 +362,7 @@ def deepfakebench_entries(json_path: Path, manual_dir: Path, *, dataset: str | N
                 for text in info.get("frames", []):
                     p = reroot(text)
                     if p is None:
-                        missing += 1
+                        missing[_SPLIT_NAMES[split_name]] += 1
                     else:
                         frames.append(p)
                 frames.sort(key=_natural_key)  # rearrange.py lists frames in directory order
@@ -372,7 +378,7 @@ def deepfakebench_entries(json_path: Path, manual_dir: Path, *, dataset: str | N
                             [f"{first}  (and every other frame in {json_path.name}, "
                              f"also after dropping leading folders)"],
                             "Pass manual_dir= the folder that holds the dataset folders named in the JSON.")
-    return entries, missing
+    return entries, dict(missing)
 
 
 # --------------------------------------------------------------------------- reading
@@ -508,7 +514,8 @@ class _FrameBuilder(_base.Builder, skip_registration=True):
 
     DATASET_TITLE = ""
 
-    def _entries(self, manual_dir: Path) -> tuple[list[VideoEntry], int]:
+    def _entries(self, manual_dir: Path) -> tuple[list[VideoEntry], dict[str, int]]:
+        """Videos found under ``manual_dir`` and, per split, listed frames that are missing."""
         raise NotImplementedError
 
     def check_layout(self, manual_dir: Path) -> int:
@@ -546,9 +553,7 @@ class _FrameBuilder(_base.Builder, skip_registration=True):
             by_split[e.split].append(e)
         if not by_split:
             raise LayoutError(f"{self.DATASET_TITLE}: the layout under {dl_manager.manual_dir} is right but holds no videos")
-        # Frame paths missing from a DeepfakeBench JSON are counted once, in the first split.
-        first = next(iter(sorted(by_split)))
-        return {s: self._generate_examples(s, es, missing if s == first else 0) for s, es in sorted(by_split.items())}
+        return {s: self._generate_examples(s, es, missing.get(s, 0)) for s, es in sorted(by_split.items())}
 
     def _generate_examples(self, split: str, entries: list[VideoEntry], missing: int) -> Iterator:
         skips = _Skips(missing=missing)
@@ -678,7 +683,7 @@ class FaceForensics(_FrameBuilder):
 
     def _entries(self, manual_dir):
         c = self.builder_config
-        return faceforensics_entries(manual_dir, compression=c.compression, methods=c.methods, source=c.source), 0
+        return faceforensics_entries(manual_dir, compression=c.compression, methods=c.methods, source=c.source), {}
 
 
 @dataclasses.dataclass
@@ -710,7 +715,7 @@ class CelebDF(_FrameBuilder):
         "Celeb-synthesis/, YouTube-real/ and List_of_testing_videos.txt as manual_dir.")
 
     def _entries(self, manual_dir):
-        return celebdf_entries(manual_dir, source=self.builder_config.source), 0
+        return celebdf_entries(manual_dir, source=self.builder_config.source), {}
 
 
 @dataclasses.dataclass

@@ -162,8 +162,9 @@ def test_unreadable_videos_are_skipped_and_counted(tmp_path):
 
 
 def test_celebdf_frames_test_list_and_labels(tmp_path):
-    root = celeb_tree(tmp_path / "Celeb-DF-v2", frames=4)
-    kw = dict(data_dir=tmp_path / "dd", manual_dir=tmp_path, image_size=16, frames_per_video=2)  # parent dir works
+    celeb_tree(tmp_path / "Celeb-DF-v2", frames=4)
+    # manual_dir may also be the folder that holds Celeb-DF-v2/.
+    kw = dict(data_dir=tmp_path / "dd", manual_dir=tmp_path, image_size=16, frames_per_video=2)
     test = _records(data.load("celeb_df_v2", "test", **kw))
     train = _records(data.load("celeb_df_v2", "train", **kw))
     assert {_text(r["video"]) for r in test} == {"Celeb-real/id0_0001", "Celeb-synthesis/id0_id1_0001",
