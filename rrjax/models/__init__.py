@@ -152,7 +152,12 @@ def from_torch(
         raise ValueError(f"{name!r} has no PyTorch layout to import; importable models: {importable}")
     layout = layouts[0] if layout is None else check_choice(layout, layouts, name="layout")
     frame = _frame_name(name)
-    layers, ignore = _TORCH_FAMILIES[frame].torch_layout(frame, layout)
+    family = _TORCH_FAMILIES[frame]
+    if family is meso:  # a separate-BatchNorm MesoNet takes each shared module twice
+        shared = dict(detector.config).get("batchnorm", "separate") == "shared"
+        layers, ignore = family.torch_layout(frame, layout, shared=shared)
+    else:
+        layers, ignore = family.torch_layout(frame, layout)
     if frame != name:
         layers = [type(layer)(layer.torch, ("frame_model",) + layer.flax, layer.kind) for layer in layers]
     abstract = jax.eval_shape(detector.init, jax.random.key(0))

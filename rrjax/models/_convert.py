@@ -245,6 +245,8 @@ def convert(
                 continue
             _set(out[collection], layer.flax + (leaf,), jnp.asarray(converted, dtype=jnp.float32))
     unexpected = sorted(set(sd) - used)
+    # One PyTorch module may feed several Flax modules (MesoNet's shared BatchNorms): report once.
+    missing, mismatched = list(dict.fromkeys(missing)), list(dict.fromkeys(mismatched))
     if missing or unexpected or mismatched:
         parts = [f"cannot import the PyTorch state dict into {model!r} (nothing was loaded):"]
         if missing:

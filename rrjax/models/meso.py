@@ -4,10 +4,20 @@ The modules reproduce DeepfakeBench's PyTorch definitions (``training/networks/m
 itself from HongguLiu/MesoNet-Pytorch) so that its released checkpoints import exactly:
 
 * convolutions have no bias; ReLU comes *before* BatchNorm (as in the paper's Keras code);
-* BatchNorm layers are **shared**: Meso4 applies ``bn1`` after conv1 and conv2 and ``bn2``
-  after conv3 and conv4; MesoInception4 applies ``bn1`` after both of its plain convs. The
-  Flax modules call one BatchNorm instance twice, so the variables hold one set of
-  statistics per PyTorch module (and training updates them twice per step, as PyTorch does);
+* BatchNorm placement, ``batchnorm=``:
+
+  - ``"separate"`` (default): one BatchNorm per plain convolution, as in the paper's Keras
+    code (Meso4 ``bn1..bn4``; MesoInception4 ``bn1, bn2``).
+  - ``"shared"``: DeepfakeBench's layout, where Meso4 applies ``bn1`` after conv1 and conv2
+    and ``bn2`` after conv3 and conv4, and MesoInception4 applies ``bn1`` after both of its
+    plain convs. The Flax module calls one BatchNorm instance twice (training updates it twice
+    per step, as PyTorch does). Its eval-mode running statistics mix two layers' activations,
+    which after short training can collapse the eval-mode detector to one class (seen on the
+    synthetic data: 0.50 eval vs 0.86 train-mode accuracy); hence the default.
+
+  DeepfakeBench checkpoints import into either: for ``"separate"`` each shared module's
+  parameters and statistics are copied to both of its uses, which is exactly the same
+  function in eval mode;
 * MesoInception4's inception branches have no activation (the paper's Keras code has ReLU);
 * the head is two logits (the paper has one sigmoid unit);
 * features are flattened in PyTorch's channel-major order, so ``fc1`` imports without a
@@ -28,10 +38,11 @@ import jax
 import jax.numpy as jnp
 
 from rrjax.models._convert import TorchLayer
+from rrjax._validation import check_choice
 from rrjax.models._layers import batch_norm, config_tuple, image_size_arg, normalise, rate_arg
 from rrjax.models.base import Detector
 
-__all__ = ["Meso4", "MesoInception4", "meso4", "meso_inception4", "torch_layout", "LAYOUTS"]
+__all__ = ["Meso4", "MesoInception4", "meso4", "meso_inception4", "torch_layout", "LAYOUTS", "BATCHNORM_MODES"]
 
 LAYOUTS = ("deepfakebench",)
 MIN_IMAGE_SIZE = 32  # four poolings shrink by 2 * 2 * 2 * 4
@@ -64,20 +75,31 @@ class _MesoHead(nn.Module):
         return nn.Dense(2, name="fc2")(x)
 
 
+def _norms(train: bool, shared: bool, uses: tuple[int, ...]) -> list:
+    """BatchNorms for consecutive convs; ``uses`` groups convs that share one when ``shared``."""
+    if not shared:
+        return [batch_norm(train, name=f"bn{i + 1}") for i in range(sum(uses))]
+    out = []
+    for i, k in enumerate(uses):
+        bn = batch_norm(train, name=f"bn{i + 1}")
+        out += [bn] * k
+    return out
+
+
 class Meso4(nn.Module):
     """Meso4, ``(x: f32[N,H,W,3] in [0,1], train) -> logits f32[N,2]``."""
 
     dropout_rate: float = 0.5
+    shared_batchnorm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = normalise(x)
-        bn1 = batch_norm(train, name="bn1")
-        bn2 = batch_norm(train, name="bn2")
-        x = _pool(bn1(nn.relu(_conv(8, 3, "conv1")(x))), 2)
-        x = _pool(bn1(nn.relu(_conv(8, 5, "conv2")(x))), 2)
-        x = _pool(bn2(nn.relu(_conv(16, 5, "conv3")(x))), 2)
-        x = _pool(bn2(nn.relu(_conv(16, 5, "conv4")(x))), 4)
+        bn = _norms(train, self.shared_batchnorm, (2, 2))
+        x = _pool(bn[0](nn.relu(_conv(8, 3, "conv1")(x))), 2)
+        x = _pool(bn[1](nn.relu(_conv(8, 5, "conv2")(x))), 2)
+        x = _pool(bn[2](nn.relu(_conv(16, 5, "conv3")(x))), 2)
+        x = _pool(bn[3](nn.relu(_conv(16, 5, "conv4")(x))), 4)
         return _MesoHead(self.dropout_rate, name="head")(x, train)
 
 
@@ -102,61 +124,85 @@ class MesoInception4(nn.Module):
     """MesoInception4, ``(x: f32[N,H,W,3] in [0,1], train) -> logits f32[N,2]``."""
 
     dropout_rate: float = 0.5
+    shared_batchnorm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = normalise(x)
         x = _InceptionLayer((1, 4, 4, 2), name="inception1")(x, train)
         x = _InceptionLayer((2, 4, 4, 2), name="inception2")(x, train)
-        bn1 = batch_norm(train, name="bn1")
-        x = _pool(bn1(nn.relu(_conv(16, 5, "conv1")(x))), 2)
-        x = _pool(bn1(nn.relu(_conv(16, 5, "conv2")(x))), 4)
+        bn = _norms(train, self.shared_batchnorm, (2,))
+        x = _pool(bn[0](nn.relu(_conv(16, 5, "conv1")(x))), 2)
+        x = _pool(bn[1](nn.relu(_conv(16, 5, "conv2")(x))), 4)
         return _MesoHead(self.dropout_rate, name="head")(x, train)
 
 
-def meso4(*, image_size: int = 256, dropout_rate: float = 0.5) -> Detector:
-    """Meso4 detector (DeepfakeBench layout), about 28k parameters at 256 px.
+BATCHNORM_MODES = ("separate", "shared")
+
+
+def _batchnorm_arg(batchnorm: str) -> bool:
+    return check_choice(batchnorm, BATCHNORM_MODES, name="batchnorm") == "shared"
+
+
+def meso4(*, image_size: int = 256, dropout_rate: float = 0.5, batchnorm: str = "separate") -> Detector:
+    """Meso4 detector, about 28k parameters at 256 px.
 
     Args:
       image_size: square input side in pixels (>= 32; 256 in the paper and DeepfakeBench).
       dropout_rate: dropout before and after ``fc1`` in training.
+      batchnorm: ``"separate"`` (one BatchNorm per conv, the paper) or ``"shared"``
+        (DeepfakeBench's two shared BatchNorms); see the module docstring.
     """
     image_size = image_size_arg(image_size, minimum=MIN_IMAGE_SIZE)
     dropout_rate = rate_arg(dropout_rate, name="dropout_rate")
+    shared = _batchnorm_arg(batchnorm)
     return Detector(
-        "meso4", Meso4(dropout_rate=dropout_rate), (image_size, image_size, 3),
-        config_tuple(image_size=image_size, dropout_rate=dropout_rate),
+        "meso4", Meso4(dropout_rate=dropout_rate, shared_batchnorm=shared), (image_size, image_size, 3),
+        config_tuple(image_size=image_size, dropout_rate=dropout_rate, batchnorm=batchnorm),
     )
 
 
-def meso_inception4(*, image_size: int = 256, dropout_rate: float = 0.5) -> Detector:
-    """MesoInception4 detector (DeepfakeBench layout).
+def meso_inception4(*, image_size: int = 256, dropout_rate: float = 0.5, batchnorm: str = "separate") -> Detector:
+    """MesoInception4 detector.
 
     Args:
       image_size: square input side in pixels (>= 32; 256 in the paper and DeepfakeBench).
       dropout_rate: dropout before and after ``fc1`` in training.
+      batchnorm: ``"separate"`` (default) or ``"shared"`` (DeepfakeBench), for the two plain
+        convolutions; see the module docstring.
     """
     image_size = image_size_arg(image_size, minimum=MIN_IMAGE_SIZE)
     dropout_rate = rate_arg(dropout_rate, name="dropout_rate")
+    shared = _batchnorm_arg(batchnorm)
     return Detector(
-        "meso_inception4", MesoInception4(dropout_rate=dropout_rate), (image_size, image_size, 3),
-        config_tuple(image_size=image_size, dropout_rate=dropout_rate),
+        "meso_inception4", MesoInception4(dropout_rate=dropout_rate, shared_batchnorm=shared),
+        (image_size, image_size, 3),
+        config_tuple(image_size=image_size, dropout_rate=dropout_rate, batchnorm=batchnorm),
     )
 
 
-def torch_layout(name: str, layout: str) -> tuple[list[TorchLayer], tuple[str, ...]]:
-    """PyTorch module names of DeepfakeBench's ``Meso4`` / ``MesoInception4`` backbones."""
+def torch_layout(name: str, layout: str, *, shared: bool = True) -> tuple[list[TorchLayer], tuple[str, ...]]:
+    """PyTorch module names of DeepfakeBench's ``Meso4`` / ``MesoInception4`` backbones.
+
+    With ``shared=False`` (a separate-BatchNorm model) each shared PyTorch BatchNorm feeds
+    the Flax BatchNorms of both convolutions that use it.
+    """
     L = TorchLayer.make
     head = [L("fc1", "head/fc1", "linear"), L("fc2", "head/fc2", "linear")]
+
+    def norms(groups: int) -> list[TorchLayer]:
+        if shared:
+            return [L(f"bn{i + 1}", f"bn{i + 1}", "bn") for i in range(groups)]
+        return [L(f"bn{i // 2 + 1}", f"bn{i + 1}", "bn") for i in range(2 * groups)]
+
     if name == "meso4":
         layers = [L(f"conv{i}", f"conv{i}", "conv") for i in range(1, 5)]
-        layers += [L("bn1", "bn1", "bn"), L("bn2", "bn2", "bn")]
-        return layers + head, ()
+        return layers + norms(2) + head, ()
     layers = []
     for i in (1, 2):
         for branch in ("conv1", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2"):
             # DeepfakeBench spells the module "Incption".
             layers.append(L(f"Incption{i}_{branch}", f"inception{i}/{branch}", "conv"))
         layers.append(L(f"Incption{i}_bn", f"inception{i}/bn", "bn"))
-    layers += [L("conv1", "conv1", "conv"), L("conv2", "conv2", "conv"), L("bn1", "bn1", "bn")]
+    layers += [L("conv1", "conv1", "conv"), L("conv2", "conv2", "conv")] + norms(1)
     return layers + head, ()

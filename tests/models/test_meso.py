@@ -11,54 +11,69 @@ from tests.models import torch_refs as R
 from tests.models.helpers import assert_parity, assert_useful_grad, images, input_grad
 
 
-def meso4_param_count(image_size: int) -> int:
-    """Hand count from the spec: bias-free convs, two shared BNs (scale+bias), fc1, fc2."""
+def meso4_param_count(image_size: int, shared: bool = True) -> int:
+    """Hand count from the spec: bias-free convs, BNs (scale+bias: two shared, or one per
+    conv), fc1, fc2."""
     convs = 3 * 3 * 3 * 8 + 5 * 5 * 8 * 8 + 5 * 5 * 8 * 16 + 5 * 5 * 16 * 16
-    bns = 2 * 8 + 2 * 16
+    bns = (1 if shared else 2) * (2 * 8 + 2 * 16)
     flat = 16 * (image_size // 32) ** 2
     return convs + bns + (flat * 16 + 16) + (16 * 2 + 2)
 
 
-def meso_inception4_param_count(image_size: int) -> int:
+def meso_inception4_param_count(image_size: int, shared: bool = True) -> int:
     def inception(cin, a, b, c, d):
         return cin * (a + b + c + d) + 9 * (b * b + c * c + d * d) + 2 * (a + b + c + d)
 
     convs = 5 * 5 * 12 * 16 + 5 * 5 * 16 * 16
     flat = 16 * (image_size // 32) ** 2
-    return inception(3, 1, 4, 4, 2) + inception(11, 2, 4, 4, 2) + convs + 2 * 16 + flat * 16 + 16 + 34
+    bns = (1 if shared else 2) * 2 * 16
+    return inception(3, 1, 4, 4, 2) + inception(11, 2, 4, 4, 2) + convs + bns + flat * 16 + 16 + 34
 
 
 def test_meso4_parameter_count_matches_the_spec():
     # Afchar et al. report ~28k parameters for Meso4 at 256 px.
     assert meso4_param_count(256) == 27_898
+    assert meso4_param_count(256, shared=False) == 27_946
     for size in (256, 64):
-        d = models.get_model("meso4", image_size=size)
-        assert d.param_count(jax.eval_shape(d.init, jax.random.key(0))) == meso4_param_count(size)
+        for shared in (True, False):
+            d = models.get_model("meso4", image_size=size, batchnorm="shared" if shared else "separate")
+            got = d.param_count(jax.eval_shape(d.init, jax.random.key(0)))
+            assert got == meso4_param_count(size, shared)
         assert meso4_param_count(size) == R.n_params(R.Meso4Ref(size))
 
 
 def test_meso_inception4_parameter_count_matches_the_spec():
     for size in (256, 96):
-        d = models.get_model("meso_inception4", image_size=size)
+        d = models.get_model("meso_inception4", image_size=size, batchnorm="shared")
         got = d.param_count(jax.eval_shape(d.init, jax.random.key(0)))
         assert got == meso_inception4_param_count(size) == R.n_params(R.MesoInception4Ref(size))
+        d = models.get_model("meso_inception4", image_size=size)
+        got = d.param_count(jax.eval_shape(d.init, jax.random.key(0)))
+        assert got == meso_inception4_param_count(size, shared=False)
 
 
+@pytest.mark.parametrize("batchnorm", ["shared", "separate"])
 @pytest.mark.parametrize(
     "name, ref_cls, prefix",
     [("meso4", R.Meso4Ref, "backbone"), ("meso_inception4", R.MesoInception4Ref, "module")],
 )
-def test_parity_with_pytorch_reference(name, ref_cls, prefix):
+def test_parity_with_pytorch_reference(name, ref_cls, prefix, batchnorm):
+    """DeepfakeBench's (shared-BN) checkpoints import into both BatchNorm modes; in eval mode
+    the separate-BN model with the shared statistics copied is the same function."""
     ref = R.randomize_(ref_cls(256), seed=1)
     sd = R.Wrap(prefix, ref).state_dict()
     assert any(k.endswith("num_batches_tracked") for k in sd)
-    variables = models.from_torch(name, sd)
-    det = models.get_model(name)
+    variables = models.from_torch(name, sd, batchnorm=batchnorm)
+    det = models.get_model(name, batchnorm=batchnorm)
     x = images((4, 256, 256, 3), seed=2)
     ours = np.asarray(jax.jit(det.apply)(variables, jnp.asarray(x)))
     assert_parity(ours, R.run(ref, x))
-    # The shared BatchNorm is stored once, as in the checkpoint.
-    assert set(variables["batch_stats"]) == ({"bn1", "bn2"} if name == "meso4" else {"inception1", "inception2", "bn1"})
+    if batchnorm == "shared":  # the shared BatchNorm is stored once, as in the checkpoint
+        want = {"bn1", "bn2"} if name == "meso4" else {"inception1", "inception2", "bn1"}
+    else:
+        want = {"bn1", "bn2", "bn3", "bn4"} if name == "meso4" else {"inception1", "inception2", "bn1", "bn2"}
+        np.testing.assert_array_equal(variables["batch_stats"]["bn1"]["mean"], variables["batch_stats"]["bn2"]["mean"])
+    assert set(variables["batch_stats"]) == want
     assert_useful_grad(input_grad(det, variables, x[:2]))
 
 
@@ -67,8 +82,8 @@ def test_meso4_training_mode_matches_pytorch_train_mode():
     mean moves twice per step (once per use) exactly as PyTorch's does."""
     size = 64
     ref = R.randomize_(R.Meso4Ref(size, dropout=0.0), seed=3)
-    variables = models.from_torch("meso4", ref.state_dict(), image_size=size, dropout_rate=0.0)
-    det = models.get_model("meso4", image_size=size, dropout_rate=0.0)
+    variables = models.from_torch("meso4", ref.state_dict(), image_size=size, dropout_rate=0.0, batchnorm="shared")
+    det = models.get_model("meso4", image_size=size, dropout_rate=0.0, batchnorm="shared")
     x = images((8, size, size, 3), seed=4)
     ref.train()
     with torch.no_grad():
@@ -134,3 +149,5 @@ def test_invalid_config_is_rejected():
         models.get_model("meso4", image_size=16)
     with pytest.raises(ValueError, match="dropout_rate"):
         models.get_model("meso_inception4", dropout_rate=1.0)
+    with pytest.raises(ValueError, match="batchnorm='tied' is not valid"):
+        models.get_model("meso4", batchnorm="tied")

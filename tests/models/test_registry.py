@@ -37,7 +37,7 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_unknown_keyword_lists_accepted_ones():
-    with pytest.raises(ValueError, match=r"meso4 does not take \['width'\]; accepted keywords: \['image_size', 'dropout_rate'\]"):
+    with pytest.raises(ValueError, match=r"meso4 does not take \['width'\]; accepted keywords: \['image_size', 'dropout_rate', 'batchnorm'\]"):
         models.get_model("meso4", width=2)
     with pytest.raises(ValueError, match=r"accepted keywords: \['num_frames', 'aggregation'.*'image_size'"):
         models.get_model("xception_video", drop_connect_rate=0.1)
