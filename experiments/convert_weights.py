@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags
 
+from rrjax.cli import parse_key_values, script_command
 from rrjax import models
 
 FLAGS = flags.FLAGS
@@ -34,15 +35,11 @@ flags.mark_flags_as_required(["model", "pth", "out"])
 
 def _model_config() -> dict:
     config = {k: getattr(FLAGS, k) for k in ("image_size", "num_frames", "aggregation") if getattr(FLAGS, k) is not None}
-    for item in FLAGS.config:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise app.UsageError(f"--config={item!r}: expected key=value")
-        try:
-            config[key] = json.loads(value)
-        except json.JSONDecodeError:
-            config[key] = value
-    return config
+    try:
+        extra = parse_key_values(FLAGS.config, flag="config")
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    return {**config, **extra}
 
 
 def main(argv: list[str]) -> None:
@@ -55,7 +52,7 @@ def main(argv: list[str]) -> None:
     layout = FLAGS.layout or models.torch_layouts(FLAGS.model)[0]
     metadata = {
         "source": {"pth": FLAGS.pth, "sha256": digest, "layout": layout},
-        "command": " ".join(sys.argv),
+        "command": script_command(),
         "parameters": detector.param_count(variables),
     }
     path = checkpoints.save(FLAGS.out, detector, variables, metadata=metadata, overwrite=FLAGS.overwrite)

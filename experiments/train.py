@@ -21,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from absl import app, flags, logging
 
+from rrjax.cli import parse_key_values, script_command
 from rrjax import train
 
 FLAGS = flags.FLAGS
@@ -94,23 +94,6 @@ class Inputs:
     train_batches: Callable[[int], Iterable[dict]]
     val_batches: Callable[[], Iterable[dict]] | None
     test_batches: Callable[[], Iterable[dict]] | None
-
-
-def parse_key_values(items: Sequence[str], *, flag: str) -> dict[str, Any]:
-    """``["a=1", "b=\"x\"", "c=foo"]`` -> ``{"a": 1, "b": "x", "c": "foo"}`` (JSON values, else strings)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--{flag}={item!r} is not key=value with a Python identifier as key")
-        if key in out:
-            raise ValueError(f"--{flag} sets {key!r} twice")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw  # bare words are strings: --dataset_config=compression=c23
-    return out
 
 
 def _positive(name: str, value: int | None, *, allow_none: bool = False) -> None:
@@ -213,7 +196,9 @@ def build_inputs(s: Settings) -> Inputs:
     test_src = source(s.test_split, s.max_eval_examples) if s.test_split else None
 
     def train_batches(epoch: int) -> Iterable[dict]:
-        return data.batches(train_src, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, image_size=image_size)
+        # Full batches only: one compiled shape, and no padded rows in BatchNorm's batch statistics.
+        return data.batches(train_src, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, image_size=image_size,
+                            drop_remainder=True)
 
     def eval_batches(src: Any) -> Callable[[], Iterable[dict]]:
         return lambda: data.batches(src, s.eval_batch_size, shuffle=False, seed=s.seed, epoch=0, image_size=image_size)
@@ -291,15 +276,6 @@ def run(
     return summary
 
 
-def _command() -> str:
-    argv = list(sys.argv)
-    script = pathlib.Path(argv[0])
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    if script.is_absolute() and script.resolve().is_relative_to(repo):
-        argv[0] = str(script.resolve().relative_to(repo))
-    return "PYTHONPATH=. python " + shlex.join(argv)
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
@@ -308,7 +284,7 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.argv[0])}
-    summary = run(settings, command=_command(), flag_values=module_flags)
+    summary = run(settings, command=script_command(), flag_values=module_flags)
     print(json.dumps(summary, indent=2))
 
 

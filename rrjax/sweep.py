@@ -55,6 +55,8 @@ __all__ = [
     "parse_grid",
     "parse_attacks",
     "select_samples",
+    "load_model",
+    "load_data",
     "plan_chunk",
     "run_sweep",
     "finalise",
@@ -257,6 +259,57 @@ def select_samples(n_available: int, n: int | None, seed: int) -> np.ndarray:
         return np.arange(n_available)
     V.check_int(n, name="num_samples", minimum=1)
     return np.sort(np.random.default_rng(seed).permutation(n_available)[:n])
+
+
+def load_model(path: str | os.PathLike, *, label: str | None = None) -> ModelEntry:
+    """A :class:`ModelEntry` from an rrjax checkpoint directory (label: the model name by default)."""
+    from rrjax import checkpoints
+
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist; expected an rrjax checkpoint directory "
+                         "(experiments/train.py or experiments/convert_weights.py write them)")
+    detector, variables, meta = checkpoints.load(p)
+    return ModelEntry(label or detector.name, detector, variables, str(path), meta.get("content_sha256", ""))
+
+
+def load_data(
+    dataset: str,
+    split: str,
+    input_shape: Sequence[int],
+    *,
+    num_samples: int | None = None,
+    sample_seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+    **dataset_config: Any,
+) -> SweepData:
+    """The sweep's samples from an ``rrjax.data`` dataset, resized to a detector's input.
+
+    Args:
+      dataset, split, data_dir, manual_dir, **dataset_config: as for ``rrjax.data.load``.
+      input_shape: the detector's per-sample shape ``(H, W, C)`` or ``(T, H, W, C)``; frames
+        are resized to ``H × W``; clips must have ``T`` frames.
+      num_samples: how many samples (a seeded random subset; all when None).
+      sample_seed: seed of the subset.
+    """
+    from rrjax import data as D
+
+    source = D.load(dataset, split, data_dir=data_dir, manual_dir=manual_dir, **dataset_config)
+    index = select_samples(len(source), num_samples, sample_seed)
+    size = int(input_shape[-3])
+    parts = list(D.batches(source, 64, indices=index, image_size=size, prefetch=1))
+    x = np.concatenate([b["x"] for b in parts])
+    if x.shape[1:] != tuple(input_shape):
+        raise ValueError(
+            f"{dataset}/{split} gives samples of shape {x.shape[1:]} but the detector expects {tuple(input_shape)}; "
+            "for clips, build the dataset with the detector's number of frames (e.g. --dataset_config=num_frames=8)"
+        )
+    y = np.concatenate([b["y"] for b in parts]).astype(np.int32)
+    got = np.concatenate([b["index"] for b in parts])
+    if not np.array_equal(got, index):
+        raise RuntimeError("the data pipeline returned samples out of order")
+    return SweepData(dataset, split, x, y, index)
 
 
 # ============================================================================ devices

@@ -321,6 +321,8 @@ def evaluate(
     """
     pred = predict(detector, variables, batches, devices=devices)
     video_ids = None if detector.is_video else pred.get("video_id")
+    if video_ids is not None and len(np.unique(video_ids)) == len(video_ids):
+        video_ids = None  # every frame its own video (an image dataset): nothing to aggregate
     return clean_metrics.clean_metrics(pred["p_fake"], pred["y"], video_ids)
 
 

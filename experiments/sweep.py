@@ -1,0 +1,126 @@
+r"""The main job: every (model, attack, ε) cell with RA and RR over a tolerance grid.
+
+Example (the shipped checkpoints on the synthetic test split)::
+
+  python experiments/sweep.py --models=checkpoints/meso4,checkpoints/meso_inception4 \
+      --dataset=synthetic_images --dataset_config=image_size=64 --num_samples=200 \
+      --attacks='fgsm,pgd(steps=10),cw_bounded(steps=10)' --eps=0:0.2:9 --tolerance=0:1:21 \
+      --out_dir=outputs/sweep
+
+Multi-host (e.g. every worker of a TPU pod slice runs the same command)::
+
+  python experiments/sweep.py --distributed ...   # jax.distributed.initialize() first
+
+Writes ``<out_dir>/records.{jsonl,csv}`` (one row per model, dataset, attack, ε, tolerance),
+``summary.md``/``summary.json`` (RA/RR tables, attack-health warnings), ``comparisons.jsonl``
+(paired tests between models), per-cell sample files and ``figures/``. Rerunning the same
+command resumes: finished cells are skipped.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["checkpoints/meso4", "checkpoints/meso_inception4"],
+                  "Checkpoint directories, optionally label=path (comma-separated).")
+flags.DEFINE_string("dataset", "synthetic_images", "Dataset name (rrjax.data.DATASETS).")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_string("data_dir", None, "Where prepared datasets live (default: rrjax.data.default_data_dir()).")
+flags.DEFINE_string("manual_dir", None, "Your downloaded files, for real datasets.")
+flags.DEFINE_multi_string("dataset_config", [], "Dataset builder option key=value (JSON value); repeatable.")
+flags.DEFINE_integer("num_samples", None, "Evaluate a seeded random subset of this many samples (default: all).")
+flags.DEFINE_integer("sample_seed", 0, "Seed of the sample subset.")
+flags.DEFINE_string("attacks", "fgsm,pgd(steps=10),cw_bounded(steps=10)",
+                    "Attacks with hyperparameters, e.g. 'fgsm,pgd(steps=10,norm=l2),cw_l2(steps=200)'.")
+flags.DEFINE_string("eps", "0:0.2:9", "ε grid: comma-separated values or start:stop:num (pixel units).")
+flags.DEFINE_string("tolerance", "0:1:21", "Tolerance grid for RR: values or start:stop:num.")
+flags.DEFINE_enum("shift_norm", "linf", ["linf", "l1", "l2"], "Output-change norm of RR.")
+flags.DEFINE_bool("strict", False, "Strict RR: the predicted label must also stay.")
+flags.DEFINE_enum("ci_method", "wilson", ["wilson", "clopper_pearson"], "Binomial confidence interval.")
+flags.DEFINE_integer("batch_size", 64, "Samples per attack chunk (before the memory budget).")
+flags.DEFINE_float("memory_budget_mb", None, "Per-device memory budget; chunks shrink to fit.")
+flags.DEFINE_integer("seed", 0, "Attack seed (sample i uses fold_in(key(seed), i)).")
+flags.DEFINE_string("out_dir", "outputs/sweep", "Sweep directory (resumable).")
+flags.DEFINE_bool("figures", True, "Write the standard figures to <out_dir>/figures.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (when not auto-detected).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (when not auto-detected).")
+flags.DEFINE_integer("process_id", None, "This process's index (when not auto-detected).")
+
+
+def _model_specs(items: Sequence[str]) -> list[tuple[str | None, str]]:
+    out = []
+    for item in items:
+        label, sep, path = item.partition("=")
+        out.append((label.strip(), path.strip()) if sep else (None, item.strip()))
+    if not out:
+        raise ValueError("--models is empty; expected checkpoint directories, e.g. checkpoints/meso4")
+    return out
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    import jax
+
+    if FLAGS.distributed:
+        if jax.default_backend() == "cpu" or FLAGS.coordinator_address:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+
+    from rrjax import cli
+    from rrjax import sweep as S
+
+    try:
+        settings = S.SweepSettings(
+            eps=tuple(float(e) for e in S.parse_grid(FLAGS.eps, name="--eps")),
+            tolerance=tuple(float(t) for t in S.parse_grid(FLAGS.tolerance, name="--tolerance")),
+            shift_norm=FLAGS.shift_norm, strict=FLAGS.strict, ci_method=FLAGS.ci_method, seed=FLAGS.seed,
+            batch_size=FLAGS.batch_size, memory_budget_mb=FLAGS.memory_budget_mb,
+        )
+        attacks = S.parse_attacks(FLAGS.attacks)
+        dataset_config = cli.parse_key_values(FLAGS.dataset_config, flag="dataset_config")
+        if FLAGS.num_samples is not None and FLAGS.num_samples < 1:
+            raise ValueError(f"--num_samples={FLAGS.num_samples}; expected an integer >= 1")
+        models = [S.load_model(path, label=label) for label, path in _model_specs(FLAGS.models)]
+        labels = [m.label for m in models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--models gives the labels {labels}; name duplicates as label=path")
+        groups: dict[tuple, list] = {}
+        for m in models:
+            groups.setdefault(tuple(m.detector.input_shape), []).append(m)
+        datasets = {
+            shape: S.load_data(FLAGS.dataset, FLAGS.split, shape, num_samples=FLAGS.num_samples,
+                               sample_seed=FLAGS.sample_seed, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+                               **dataset_config)
+            for shape in groups
+        }
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+    out = pathlib.Path(FLAGS.out_dir)
+    for shape, group in groups.items():
+        logging.info("sweeping %s on %s/%s %s", [m.label for m in group], FLAGS.dataset, FLAGS.split, shape)
+        S.run_sweep(group, datasets[shape], attacks, settings, out, progress=FLAGS.progress)
+    if jax.process_index() != 0:
+        return
+    written = []
+    if FLAGS.figures:
+        from rrjax import plots
+
+        written = plots.save_all(out, formats=("png",))
+    print(f"records:     {out / 'records.csv'} (and records.jsonl)")
+    print(f"summary:     {out / 'summary.md'}")
+    print(f"comparisons: {out / 'comparisons.jsonl'}")
+    if written:
+        print(f"figures:     {out / 'figures'} ({len(written)} files)")
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

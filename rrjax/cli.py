@@ -1,0 +1,38 @@
+"""Helpers for command-line entry points (flag-value parsing, provenance). No absl here:
+scripts own their flags and call these with plain values."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def parse_key_values(items: Sequence[str], *, flag: str) -> dict[str, Any]:
+    """``["a=1", "b=\"x\"", "c=foo"]`` -> ``{"a": 1, "b": "x", "c": "foo"}`` (JSON values, else strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--{flag}={item!r} is not key=value with a Python identifier as key")
+        if key in out:
+            raise ValueError(f"--{flag} sets {key!r} twice")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw  # bare words are strings: --dataset_config=compression=c23
+    return out
+
+
+def script_command() -> str:
+    """The command line that reproduces this run, with the script path relative to the repo."""
+    argv = list(sys.argv)
+    script = pathlib.Path(argv[0])
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    if script.is_absolute() and script.resolve().is_relative_to(repo):
+        argv[0] = str(script.resolve().relative_to(repo))
+    return "PYTHONPATH=. python " + shlex.join(argv)
