@@ -7,7 +7,7 @@ BASE_STAMP := $(VENV)/.base-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test venv clean-venv checkpoints
 
 venv: $(BASE_STAMP)
 
@@ -21,8 +21,40 @@ $(TEST_STAMP): $(BASE_STAMP)
 	$(PIP) install -q --no-deps 'torchattacks==3.5.1'
 	touch $@
 
+# The default job: the shipped checkpoints on the generated synthetic test splits.
+DEMO_OUT ?= outputs/demo
+DEMO_DATA ?= outputs/data
+DEMO_COMMON = --out_dir=$(DEMO_OUT) --data_dir=$(DEMO_DATA) --eps=0:0.2:9 --tolerance=0:1:21 \
+	--attacks='fgsm,pgd(steps=10),cw_bounded(steps=10)'
+
 demo: $(BASE_STAMP)
-	$(BIN)/python experiments/demo.py
+	$(BIN)/python experiments/sweep.py $(DEMO_COMMON) --figures=false \
+	  --models=checkpoints/meso4,checkpoints/meso_inception4 --dataset=synthetic_images \
+	  --dataset_config=image_size=64 --dataset_config=train_size=0 --dataset_config=validation_size=0 \
+	  --dataset_config=test_size=$(DEMO_IMAGES) --num_samples=$(DEMO_IMAGES)
+	$(BIN)/python experiments/sweep.py $(DEMO_COMMON) \
+	  --models=checkpoints/meso4_video --dataset=synthetic_videos \
+	  --dataset_config=image_size=64 --dataset_config=num_frames=8 --dataset_config=train_size=0 \
+	  --dataset_config=validation_size=0 --dataset_config=test_size=$(DEMO_CLIPS) --num_samples=$(DEMO_CLIPS)
+
+DEMO_IMAGES ?= 96
+DEMO_CLIPS ?= 32
+
+# Retrains the shipped checkpoints with the commands recorded in their sidecars (CPU, ~30 min).
+TRAIN_IMAGES = --dataset=synthetic_images --data_dir=outputs/data --dataset_config=image_size=64 \
+	--dataset_config=train_size=4000 --dataset_config=validation_size=500 --dataset_config=test_size=500 \
+	--image_size=64 --epochs=15 --batch_size=32 --learning_rate=1e-3 --seed=0
+
+checkpoints: $(BASE_STAMP)
+	$(BIN)/python experiments/train.py --model=meso4 $(TRAIN_IMAGES) \
+	  --out_dir=outputs/train/meso4 --export_dir=checkpoints/meso4 --overwrite_export
+	$(BIN)/python experiments/train.py --model=meso_inception4 $(TRAIN_IMAGES) \
+	  --out_dir=outputs/train/meso_inception4 --export_dir=checkpoints/meso_inception4 --overwrite_export
+	$(BIN)/python experiments/train.py --model=meso4_video --num_frames=8 --image_size=64 \
+	  --dataset=synthetic_videos --data_dir=outputs/data --dataset_config=image_size=64 \
+	  --dataset_config=num_frames=8 --dataset_config=train_size=1600 --dataset_config=validation_size=200 \
+	  --dataset_config=test_size=200 --epochs=15 --batch_size=16 --learning_rate=1e-3 --seed=0 \
+	  --out_dir=outputs/train/meso4_video --export_dir=checkpoints/meso4_video --overwrite_export
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from rrjax.cli import parse_key_values, script_command
+from rrjax.cli import fail, parse_key_values, script_command
 from rrjax import models
 
 FLAGS = flags.FLAGS
@@ -38,7 +38,7 @@ def _model_config() -> dict:
     try:
         extra = parse_key_values(FLAGS.config, flag="config")
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        fail(str(e))
     return {**config, **extra}
 
 
@@ -46,7 +46,10 @@ def main(argv: list[str]) -> None:
     del argv
     from rrjax import checkpoints  # imported late: only the save step needs orbax
 
-    detector, variables = models.convert_file(FLAGS.model, FLAGS.pth, layout=FLAGS.layout, **_model_config())
+    try:
+        detector, variables = models.convert_file(FLAGS.model, FLAGS.pth, layout=FLAGS.layout, **_model_config())
+    except ValueError as e:  # missing file, unsafe pickle, missing/unexpected keys, shape mismatches
+        fail(str(e))
     with open(FLAGS.pth, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     layout = FLAGS.layout or models.torch_layouts(FLAGS.model)[0]
@@ -55,7 +58,10 @@ def main(argv: list[str]) -> None:
         "command": script_command(),
         "parameters": detector.param_count(variables),
     }
-    path = checkpoints.save(FLAGS.out, detector, variables, metadata=metadata, overwrite=FLAGS.overwrite)
+    try:
+        path = checkpoints.save(FLAGS.out, detector, variables, metadata=metadata, overwrite=FLAGS.overwrite)
+    except ValueError as e:  # an existing --out without --overwrite
+        fail(str(e))
     print(f"{FLAGS.model}: {metadata['parameters']:,} parameters from {FLAGS.pth} ({layout}) -> {path}")
 
 

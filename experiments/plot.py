@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from rrjax.cli import fail
+
 from rrjax import plots
 
 FLAGS = flags.FLAGS
@@ -65,8 +67,8 @@ def main(argv: Sequence[str]) -> None:
         paths = run(FLAGS.records, out_dir=FLAGS.out_dir, formats=FLAGS.format, dataset=FLAGS.dataset,
                     attack=FLAGS.attack, eps=parse_eps(FLAGS.eps), models=FLAGS.models, hist_log=FLAGS.hist_log)
     except ValueError as err:
-        # Bad selections and records that fail their manifest check end here: one clear line, exit 1.
-        sys.exit(f"plot.py: error: {err}")
+        # Bad selections and records that fail their manifest check end here: one clear line, exit 2.
+        fail(str(err))
     folders = sorted({str(p.parent) for p in paths})
     for p in paths:
         print(p)

@@ -102,7 +102,7 @@ def main(argv: Sequence[str]) -> None:
             for shape in groups
         }
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        cli.fail(str(e))
 
     out = pathlib.Path(FLAGS.out_dir)
     for shape, group in groups.items():

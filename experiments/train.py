@@ -27,7 +27,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from rrjax.cli import parse_key_values, script_command
+from rrjax.cli import fail, parse_key_values, script_command
 from rrjax import train
 
 FLAGS = flags.FLAGS
@@ -282,7 +282,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         settings = settings_from_flags()
     except ValueError as err:
-        raise app.UsageError(str(err)) from None
+        fail(str(err))
     module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.argv[0])}
     summary = run(settings, command=script_command(), flag_values=module_flags)
     print(json.dumps(summary, indent=2))

@@ -8,7 +8,7 @@ import pathlib
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 
 def parse_key_values(items: Sequence[str], *, flag: str) -> dict[str, Any]:
@@ -36,3 +36,10 @@ def script_command() -> str:
     if script.is_absolute() and script.resolve().is_relative_to(repo):
         argv[0] = str(script.resolve().relative_to(repo))
     return "PYTHONPATH=. python " + shlex.join(argv)
+
+
+def fail(message: str) -> NoReturn:
+    """Ends a script with one line ``<script>: error: <message>`` on stderr and exit status 2."""
+    script = pathlib.Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "rrjax"
+    print(f"{script}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

@@ -93,15 +93,14 @@ class AttackSpec:
         sig = inspect.signature(fn)
         kw_only = {
             p.name: p.default for p in sig.parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "key"
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("key", "target")
         }
         accepts_more = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        if "target" in params:
+            raise ValueError("target= is per-sample data and cannot be a sweep hyperparameter")
         unknown = sorted(set(params) - set(kw_only))
         if unknown and not accepts_more:
             raise ValueError(f"attack {name!r} has no hyperparameter(s) {unknown}; valid: {sorted(kw_only)}")
-        for k in ("target",):
-            if k in params:
-                raise ValueError(f"{k}= is per-sample data and cannot be a sweep hyperparameter")
         resolved = {k: v for k, v in kw_only.items() if v is not inspect.Parameter.empty}
         resolved.update(params)
         resolved = {k: v for k, v in resolved.items() if v is not None}

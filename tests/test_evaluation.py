@@ -115,3 +115,16 @@ def test_bad_input(linear, kwargs, message):
     with pytest.raises(ValueError) as e:
         rrjax.evaluate(linear.logits_fn, x, linear.labels(x), **args)
     assert message in str(e.value)
+
+
+def test_extreme_logits_give_finite_probabilities_and_shifts(linear):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(32, 24)).astype(np.float32)
+    y = linear.labels(x)
+    huge = lambda v: 1e4 * linear.logits_fn(v)  # noqa: E731  logits of order ±1e4
+    for attack, kw in (("fgsm", {}), ("pgd", {"steps": 3}), ("cw_bounded", {"steps": 3}),
+                       ("cw_l2", {"steps": 20, "binary_search_steps": 2})):
+        res = rrjax.evaluate(huge, x, y, attack=attack, eps=[0.0, 0.1], tolerance=[0.0, 0.5], key=jax.random.key(0), **kw)
+        assert np.all(np.isfinite(res.p_adv)) and np.all(np.isfinite(res.shift)), attack
+        assert np.all((res.p_adv >= 0) & (res.p_adv <= 1)), attack
+        assert res.ra[0] == res.clean_accuracy == 1.0

@@ -318,6 +318,6 @@ def test_script_writes_figures_and_reports_a_corrupt_table(tmp_path):
     table = sweep / "records.jsonl"
     table.write_text(table.read_text()[:-3] + "\n")  # truncated: no longer matches the manifest
     bad = _script(f"--records={sweep}")
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "plot.py: error:" in bad.stderr and "does not match records.manifest.json" in bad.stderr
     assert "rebuild_tables" in bad.stderr

@@ -237,3 +237,19 @@ def test_health_logic_on_hand_built_cells():
     assert flags[key("fgsm")] == []
     assert "ra_increases_with_eps" in flags[key("pgd")] and "iterative_weaker_than_fgsm" in flags[key("pgd")]
     assert "eps0_differs_from_clean" in flags[key("cw_bounded")]
+
+
+def test_seed_is_recorded_and_determines_the_records(reference, tmp_path):
+    models, data, _, settings = sweep_runner.build()
+    attacks = S.parse_attacks("pgd(steps=3)")
+    again = S.SweepSettings(eps=settings.eps, tolerance=settings.tolerance, seed=settings.seed, batch_size=8)
+    other = S.SweepSettings(eps=settings.eps, tolerance=settings.tolerance, seed=settings.seed + 1, batch_size=8)
+    S.run_sweep(models[:1], data, attacks, again, tmp_path / "same", progress=False)
+    S.run_sweep(models[:1], data, attacks, other, tmp_path / "other", progress=False)
+    ref = [r for r in R.load_records(reference) if r["model"] == "a" and r["attack"] == "pgd"]
+    same, diff = R.load_records(tmp_path / "same"), R.load_records(tmp_path / "other")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "health"} for r in rows]  # noqa: E731
+    assert strip(same) == strip(ref)  # bit-identical numbers, other chunking
+    assert {r["seed"] for r in same} == {3} and {r["seed"] for r in diff} == {4}
+    shifts = lambda out: np.concatenate([R.load_samples(out, c)["shift"] for c in R.finished_cells(out)])  # noqa: E731
+    assert not np.array_equal(shifts(tmp_path / "same"), shifts(tmp_path / "other"))  # random starts differ

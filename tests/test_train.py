@@ -335,3 +335,50 @@ def test_divergence_is_reported_not_saved(tmp_path):
     with pytest.raises(FloatingPointError, match="training diverged in epoch 1"):
         train.train(det, batch_fn(data, 2), epochs=1, work_dir=tmp_path, learning_rate=1e30)
     assert not (tmp_path / "history.json").exists()
+
+
+def _train_proc(work, *extra):
+    return subprocess.Popen([sys.executable, "-m", "tests.train_runner", str(work), *extra], cwd=REPO,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def _final(work):
+    with np.load(work / "final.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(tmp_path):
+    """SIGKILL (no cleanup at all) twice, at different points of the run — once as soon as the
+    first epoch's state appears (typically mid-save or early in epoch 2), once after a random
+    delay — then resume: the final weights and step count equal an uninterrupted run's."""
+    import signal
+    import time
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    p = _train_proc(ref)
+    assert p.wait(timeout=300) == 0, p.stdout.read().decode()
+
+    work = tmp_path / "killed"
+    work.mkdir()
+    rng = np.random.default_rng()
+    for trigger, extra in (("state", ()), ("delay", ("--resume",))):
+        proc = _train_proc(work, *extra)
+        start = time.time()
+        while proc.poll() is None and time.time() - start < 240:
+            steps = [d for d in (work / "state").glob("[0-9]*")] if (work / "state").exists() else []
+            if (trigger == "state" and steps) or (trigger == "delay" and time.time() - start > 6 + 4 * rng.random()):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read().decode()
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    assert not (work / "final.npz").exists()
+    proc = _train_proc(work, "--resume")
+    log = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, log
+    got, want = _final(work), _final(ref)
+    assert set(got) == set(want) and int(got["step"]) == int(want["step"]) == 36
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)

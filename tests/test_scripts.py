@@ -1,0 +1,83 @@
+"""The command-line entry points end to end, and one clear line for every class of bad flag."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from rrjax import checkpoints, records
+from rrjax.models import get_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args, timeout=600):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, str(REPO / "experiments" / script), *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    det = get_model("meso4", image_size=32)
+    variables = jax.jit(det.init)(jax.random.key(0))
+    return checkpoints.save(tmp_path_factory.mktemp("ck") / "meso4", det, variables, metadata={"note": "random init"})
+
+
+def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
+    out = tmp_path / "sweep"
+    res = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images",
+               f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
+               "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
+               "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = records.load_records(out)
+    assert len(rows) == 2 * 3 * 5 and {r["model"] for r in rows} == {"m"} and rows[0]["n"] == 6
+    assert rows[0]["checkpoint_sha256"] == json.loads((tiny_checkpoint / "metadata.json").read_text())["content_sha256"]
+    assert "records:" in res.stdout and "figures:" in res.stdout
+    assert any((out / "figures").glob("rr_ra_*.png"))
+    again = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images",
+                 f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
+                 "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
+                 "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--figures=false")
+    assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
+
+
+BAD_SWEEP_FLAGS = [
+    (["--eps=0:0.2"], "--eps='0:0.2' is malformed"),
+    (["--eps=0.1,-0.1"], "--eps has value -0.1 < 0"),
+    (["--tolerance=nan"], "--tolerance contains NaN or inf"),
+    (["--attacks=deepfool"], "unknown attack 'deepfool'; valid attacks: cw_bounded, cw_l2, fgsm, pgd"),
+    (["--attacks=pgd(steps=2"], "is malformed"),
+    (["--models=nowhere/ckpt"], "checkpoint 'nowhere/ckpt' does not exist"),
+    (["--dataset=imagenet"], "name='imagenet' is not valid; expected one of"),
+    (["--dataset_config=sizes"], "--dataset_config='sizes' is not key=value"),
+    (["--num_samples=0"], "--num_samples=0; expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_SWEEP_FLAGS, ids=[m[:28] for _, m in BAD_SWEEP_FLAGS])
+def test_sweep_script_rejects_bad_flags(tiny_checkpoint, tmp_path, flags, message):
+    base = [f"--models={tiny_checkpoint}", f"--out_dir={tmp_path}", f"--data_dir={tmp_path / 'd'}",
+            "--dataset_config=image_size=32", "--dataset_config=test_size=4", "--dataset_config=train_size=0",
+            "--dataset_config=validation_size=0"]
+    if any(f.startswith("--dataset_config") for f in flags):
+        base = [b for b in base if not b.startswith("--dataset_config")]
+    res = _run("sweep.py", *base, *flags)
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweep.py: error: ") and message in last, last
+    assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_convert_and_plot_scripts_reject_missing_paths(tmp_path):
+    res = _run("convert_weights.py", "--model=meso4", f"--pth={tmp_path / 'none.pth'}", f"--out={tmp_path / 'o'}")
+    assert res.returncode == 2 and "is not a file; expected a PyTorch .pth state dict" in res.stderr
+    res = _run("plot.py", f"--records={tmp_path / 'nothing'}")
+    assert res.returncode == 2 and "no records at" in res.stderr
