@@ -70,8 +70,9 @@ def main(argv: Sequence[str]) -> None:
     import jax
 
     if FLAGS.distributed:
-        if jax.default_backend() == "cpu" or FLAGS.coordinator_address:
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # Before anything touches a backend. Gloo only concerns CPU devices (local multi-process
+        # runs); on TPU/GPU the option is inert and initialize() auto-detects the cluster.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
 
     from rrjax import cli

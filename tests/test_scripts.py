@@ -49,6 +49,30 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
 
 
+def test_sweep_script_two_processes_match_one(tiny_checkpoint, tmp_path):
+    """--distributed with two local processes (gloo) writes the records a single process writes."""
+    import socket
+
+    common = [f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images", f"--data_dir={tmp_path / 'data'}",
+              "--dataset_config=image_size=32", "--dataset_config=train_size=0", "--dataset_config=validation_size=0",
+              "--dataset_config=test_size=6", "--attacks=pgd(steps=2)", "--eps=0:0.1:3", "--tolerance=0:1:5",
+              "--progress=false", "--figures=false"]
+    single = _run("sweep.py", *common, f"--out_dir={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr[-2000:]
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, str(REPO / "experiments" / "sweep.py"), *common,
+                               f"--out_dir={tmp_path / 'two'}", "--distributed",
+                               f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [log[-2000:] for log in logs]
+    assert (tmp_path / "two" / "records.jsonl").read_bytes() == (tmp_path / "one" / "records.jsonl").read_bytes()
+
+
 BAD_SWEEP_FLAGS = [
     (["--eps=0:0.2"], "--eps='0:0.2' is malformed"),
     (["--eps=0.1,-0.1"], "--eps has value -0.1 < 0"),
