@@ -46,6 +46,15 @@ def _check_sizes(**sizes: int) -> dict[str, int]:
     return out
 
 
+class _Synthetic(_base.Builder, skip_registration=True):
+    """Generated splits: ``train_size`` / ``validation_size`` / ``test_size`` samples (0 = not built)."""
+
+    def _split_generators(self, dl_manager):
+        c = self.builder_config
+        sizes = {"train": c.train_size, "validation": c.validation_size, "test": c.test_size}
+        return {s: self._generate_examples(s, n) for s, n in sizes.items() if n > 0}
+
+
 @dataclasses.dataclass
 class SyntheticImagesConfig(tfds.core.BuilderConfig):
     """Synthetic image benchmark: resolution, split sizes (0 = split not built), seed."""
@@ -68,7 +77,7 @@ class SyntheticImagesConfig(tfds.core.BuilderConfig):
             image_size=size, seed=seed, **n)
 
 
-class SyntheticImages(_base.Builder):
+class SyntheticImages(_Synthetic):
     """Procedural faces, real vs face-swapped, JPEG-compressed alike (256 px by default)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -95,11 +104,6 @@ class SyntheticImages(_base.Builder):
             supervised_keys=("image", "label"),
             disable_shuffling=True,
         )
-
-    def _split_generators(self, dl_manager):
-        c = self.builder_config
-        sizes = {"train": c.train_size, "validation": c.validation_size, "test": c.test_size}
-        return {s: self._generate_examples(s, n) for s, n in sizes.items() if n > 0}
 
     def _generate_examples(self, split: str, n: int):
         c = self.builder_config
@@ -133,7 +137,7 @@ class SyntheticVideosConfig(tfds.core.BuilderConfig):
             image_size=size, num_frames=frames, seed=seed, **n)
 
 
-class SyntheticVideos(_base.Builder):
+class SyntheticVideos(_Synthetic):
     """Clips of one moving person, real vs swapped per frame (16 x 64 x 64 by default).
 
     64 px keeps clip models (3-D convolutions over 16 frames) affordable on a CPU; pass
@@ -163,11 +167,6 @@ class SyntheticVideos(_base.Builder):
             supervised_keys=("clip", "label"),
             disable_shuffling=True,
         )
-
-    def _split_generators(self, dl_manager):
-        c = self.builder_config
-        sizes = {"train": c.train_size, "validation": c.validation_size, "test": c.test_size}
-        return {s: self._generate_examples(s, n) for s, n in sizes.items() if n > 0}
 
     def _generate_examples(self, split: str, n: int):
         c = self.builder_config
