@@ -41,6 +41,7 @@ __all__ = [
     "mcnemar_exact",
     "BootstrapResult",
     "paired_bootstrap",
+    "tolerance_linearity",
     "DEFAULT_SHIFT_NORM",
     "SHIFT_ATOL",
 ]
@@ -392,3 +393,27 @@ def paired_bootstrap(
     return BootstrapResult(
         d.mean(-1).reshape(lead), ci.reshape(lead + (2,)), p.reshape(lead), n_boot
     )
+
+
+def tolerance_linearity(tolerance: ArrayLike, rr: ArrayLike) -> tuple[float, float]:
+    """How linearly RR grows with the tolerance (the paper's image-vs-video question).
+
+    Args:
+      tolerance: f[B] increasing tolerances (B >= 2).
+      rr: f[B] robust ratio at those tolerances.
+
+    Returns:
+      ``(r2, max_gap)``: R² of the least-squares line through ``(b, RR(b))`` (1 = a straight
+      line; defined as 1 when RR is constant), and the largest ``|RR(b) − chord(b)|`` where the
+      chord joins the first and last points.
+    """
+    b, r = np.asarray(tolerance, np.float64), np.asarray(rr, np.float64)
+    if b.ndim != 1 or b.shape != r.shape or len(b) < 2 or np.any(np.diff(b) <= 0):
+        raise ValueError(f"tolerance and rr must be 1-D of equal length >= 2 with increasing tolerances; "
+                         f"got shapes {b.shape} and {r.shape}")
+    slope, intercept = np.polyfit(b, r, 1)
+    total = np.sum((r - r.mean()) ** 2)
+    r2 = 1.0 if total == 0 else 1.0 - np.sum((r - (slope * b + intercept)) ** 2) / total
+    chord = r[0] + (r[-1] - r[0]) * (b - b[0]) / (b[-1] - b[0])
+    return float(r2), float(np.max(np.abs(r - chord)))
+

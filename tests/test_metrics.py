@@ -143,6 +143,17 @@ def test_paired_bootstrap():
     assert grid.ci.shape == (2, 2) and grid.difference[1] == 0
 
 
+def test_tolerance_linearity_by_hand():
+    b = np.array([0.0, 0.5, 1.0])
+    assert M.tolerance_linearity(b, [0.2, 0.5, 0.8]) == pytest.approx((1.0, 0.0))
+    # A step: RR jumps from 0 to 1 between b=0 and b=0.5. Fit line: slope 1, intercept 1/6;
+    # residuals -1/6, 1/3, -1/6 -> SSE 1/6, SST 2/3 -> R² = 0.75; chord 0, .5, 1 -> gap 0.5.
+    assert M.tolerance_linearity(b, [0.0, 1.0, 1.0]) == pytest.approx((0.75, 0.5))
+    assert M.tolerance_linearity(b, [1.0, 1.0, 1.0]) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="increasing tolerances"):
+        M.tolerance_linearity([0.0, 0.0], [1.0, 1.0])
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

@@ -47,6 +47,9 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
                  "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
                  "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--figures=false")
     assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
+    report = _run("report.py", f"--sweep={out}")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "## Linearity of RR in the tolerance" in report.stdout and "| m | synthetic_images | pgd |" in report.stdout
 
 
 def test_sweep_script_two_processes_match_one(tiny_checkpoint, tmp_path):
