@@ -20,6 +20,7 @@ A final pass (:func:`finalise`) derives attack-health flags from all cells and w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import io
 import json
@@ -631,16 +632,7 @@ def run_sweep(
                 eps_pending = np.asarray([e for _, _, e in pending], np.float32)
                 chunk, eps_batch = plan_chunk(a.name, len(eps_pending), grad_bytes, input_bytes, n_devices=n_dev,
                                               batch_size=settings.batch_size, budget_bytes=budget)
-                # Samples already covered by saved chunks of *every* pending cell are skipped.
-                covered = np.ones(len(data.x), bool)
-                saved = {c: _read_partials(out, c) if _is_writer() else [] for c in cells}
-                for c in cells:
-                    have = np.zeros(len(data.x), bool)
-                    pos = {int(i): k for k, i in enumerate(data.index)}
-                    for part in saved[c]:
-                        have[[pos[int(i)] for i in part["index"] if int(i) in pos]] = True
-                    covered &= have
-                covered = _agree(covered)
+                covered = _covered(out, cells, data)
                 todo = np.flatnonzero(~covered)
                 kwargs = a.kwargs
                 if eps_batch is not None:
@@ -650,35 +642,21 @@ def run_sweep(
                 if bar is not None:
                     bar.set_description(f"{m.label} · {a.name}")
                     bar.update(int(covered.sum()) * len(cells))
-                attack_fn = get_attack(a.name)
+                attack = functools.partial(get_attack(a.name), **kwargs)
                 for start in range(0, len(todo), chunk):
                     if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
                         return out
                     sel = todo[start:start + chunk]
                     # Pad to the full chunk (not just the device count): one shape, one compilation.
                     pad = chunk - len(sel) if len(todo) > chunk else _pad(len(sel), n_dev)
-                    rows_sel = np.concatenate([sel, np.repeat(sel[:1], pad)]) if pad else sel
-                    xs = _global(mesh, _to_float(data.x[rows_sel]))
-                    ys = _global(mesh, data.y[rows_sel].astype(np.int32))
-                    ks = _global(mesh, sample_keys[rows_sel])
-                    x_adv = attack_fn(logits_fn, xs, ys, eps_pending, key=ks, **kwargs)
-                    p_adv = _to_host(_adv_probabilities(logits_fn, x_adv))[:, : len(sel)]
-                    p_clean = clean["p_clean"][sel]
-                    y = data.y[sel].astype(np.int32)
-                    shift = np.asarray(metrics.prob_shift(p_clean, p_adv, norm=settings.shift_norm))
-                    for k, c in enumerate(cells):
-                        part = {
-                            "index": np.asarray(data.index)[sel], "y": y,
-                            "correct": p_adv[k].argmax(-1) == y, "shift": shift[k],
-                            "p_fake_clean": p_clean[:, 1], "p_fake_adv": p_adv[k][:, 1],
-                            "same_label": p_adv[k].argmax(-1) == p_clean.argmax(-1),
-                        }
-                        if _is_writer():
+                    parts = _attack_chunk(attack, logits_fn, mesh, data, sample_keys, sel, pad, eps_pending,
+                                          clean["p_clean"][sel], settings.shift_norm)
+                    if _is_writer():
+                        for c, part in zip(cells, parts):
                             _write_partial(out, c, part)
                     chunks_run += 1
                     if bar is not None:
                         bar.update(len(sel) * len(cells))
-                        bar.set_postfix(cells=f"{sum(1 for _ in R.finished_cells(out))}")
                 if _is_writer():
                     for c, meta, _ in pending:
                         _complete_cell(out, c, {**meta, "cell": c, "checkpoint": m.checkpoint,
@@ -692,6 +670,42 @@ def run_sweep(
         if (out / "partial").exists() and not any((out / "partial").iterdir()):
             (out / "partial").rmdir()
     return out
+
+
+def _covered(out: pathlib.Path, cells: Sequence[str], data: SweepData) -> np.ndarray:
+    """bool[N]: samples whose results are already saved (``partial/``) for *every* given cell."""
+    covered = np.ones(len(data.x), bool)
+    if _is_writer():
+        position = {int(i): k for k, i in enumerate(data.index)}
+        for c in cells:
+            have = np.zeros(len(data.x), bool)
+            for part in _read_partials(out, c):
+                have[[position[int(i)] for i in part["index"] if int(i) in position]] = True
+            covered &= have
+    return _agree(covered)
+
+
+def _attack_chunk(
+    attack: Callable[..., jax.Array], logits_fn: Any, mesh: Mesh, data: SweepData, sample_keys: np.ndarray,
+    sel: np.ndarray, pad: int, eps: np.ndarray, p_clean: np.ndarray, shift_norm: str,
+) -> list[dict[str, np.ndarray]]:
+    """Attacks samples ``sel`` (plus ``pad`` copies of the first) over the ε grid in one program.
+
+    Returns one dict of per-sample results (``rrjax.records.SAMPLE_FIELDS``) per ε.
+    """
+    rows = np.concatenate([sel, np.repeat(sel[:1], pad)]) if pad else sel
+    x_adv = attack(logits_fn, _global(mesh, _to_float(data.x[rows])), _global(mesh, data.y[rows].astype(np.int32)),
+                   eps, key=_global(mesh, sample_keys[rows]))
+    p_adv = _to_host(_adv_probabilities(logits_fn, x_adv))[:, : len(sel)]  # padding dropped here
+    y = data.y[sel].astype(np.int32)
+    shift = np.asarray(metrics.prob_shift(p_clean, p_adv, norm=shift_norm))
+    index = np.asarray(data.index)[sel]
+    return [
+        {"index": index, "y": y, "correct": p_adv[k].argmax(-1) == y, "shift": shift[k],
+         "p_fake_clean": p_clean[:, 1], "p_fake_adv": p_adv[k][:, 1],
+         "same_label": p_adv[k].argmax(-1) == p_clean.argmax(-1)}
+        for k in range(len(eps))
+    ]
 
 
 def _complete_cell(out: pathlib.Path, cell: str, meta: dict, data: SweepData, s: SweepSettings) -> None:
