@@ -64,6 +64,29 @@ def _model_specs(items: Sequence[str]) -> list[tuple[str | None, str]]:
     return out
 
 
+def _load_datasets(groups: dict, dataset_config: dict) -> dict:
+    """The samples for every input shape. Multi-process: process 0 prepares (builds) the data
+    first and the others load after a barrier, so workers sharing a disk never build at once."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from rrjax import sweep as S
+
+    def load():
+        return {
+            shape: S.load_data(FLAGS.dataset, FLAGS.split, shape, num_samples=FLAGS.num_samples,
+                               sample_seed=FLAGS.sample_seed, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
+                               **dataset_config)
+            for shape in groups
+        }
+
+    if jax.process_count() == 1:
+        return load()
+    datasets = load() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("rrjax: data prepared by process 0")
+    return datasets if datasets is not None else load()
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
@@ -96,12 +119,7 @@ def main(argv: Sequence[str]) -> None:
         groups: dict[tuple, list] = {}
         for m in models:
             groups.setdefault(tuple(m.detector.input_shape), []).append(m)
-        datasets = {
-            shape: S.load_data(FLAGS.dataset, FLAGS.split, shape, num_samples=FLAGS.num_samples,
-                               sample_seed=FLAGS.sample_seed, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
-                               **dataset_config)
-            for shape in groups
-        }
+        datasets = _load_datasets(groups, dataset_config)
     except ValueError as e:
         cli.fail(str(e))
 

@@ -21,11 +21,24 @@ def parse_key_values(items: Sequence[str], *, flag: str) -> dict[str, Any]:
             raise ValueError(f"--{flag}={item!r} is not key=value with a Python identifier as key")
         if key in out:
             raise ValueError(f"--{flag} sets {key!r} twice")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw  # bare words are strings: --dataset_config=compression=c23
+        out[key] = parse_value(raw)
     return out
+
+
+def parse_value(raw: str) -> Any:
+    """A flag value: JSON (``3``, ``0.5``, ``true``, ``[1, 2]``), then case-insensitive
+    ``True``/``False``/``None``, else the bare string (``compression=c23``)."""
+    text = raw.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    return text
 
 
 def script_command() -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "SAMPLE_FIELDS",
     "cell_id",
     "write_cell",
+    "rewrite_rows",
     "read_cell",
     "finished_cells",
     "rebuild_tables",
@@ -108,6 +109,18 @@ def write_cell(
     atomic_write_bytes(cells / f"{cell}.json", (json.dumps(marker, indent=1, allow_nan=False) + "\n").encode())
 
 
+def rewrite_rows(out_dir: str | os.PathLike, cell: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replaces a finished cell's rows (e.g. new tolerances or health flags) atomically.
+
+    Only the JSON marker is rewritten; the per-sample npz and its recorded hash are unchanged,
+    so an interruption leaves either the old or the new rows, never a cell that looks corrupt.
+    """
+    marker = pathlib.Path(out_dir) / "cells" / f"{cell}.json"
+    info = json.loads(marker.read_text())
+    info["rows"] = [dict(r) for r in rows]
+    atomic_write_bytes(marker, (json.dumps(info, indent=1, allow_nan=False) + "\n").encode())
+
+
 def read_cell(out_dir: str | os.PathLike, cell: str, *, samples: bool = True) -> dict | None:
     """Returns a finished cell (``meta``, ``rows`` and, if asked, ``samples``) or None if incomplete.
 
@@ -124,15 +137,15 @@ def read_cell(out_dir: str | os.PathLike, cell: str, *, samples: bool = True) ->
         want = info["npz_sha256"]
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
         raise ValueError(f"cell file {marker} is corrupt ({e}); delete it and {npz.name} and rerun the sweep "
-                         "with --resume to recompute the cell") from None
+                         "command to recompute the cell") from None
     if not npz.exists():
         raise ValueError(f"cell {cell}: {npz} is missing although {marker.name} says the cell finished; delete "
-                         f"{marker.name} and rerun with --resume")
+                         f"{marker.name} and rerun the sweep command")
     if samples:
         data = npz.read_bytes()
         if _sha(data) != want:
             raise ValueError(f"cell {cell}: {npz} does not match its recorded SHA-256 (truncated or modified); "
-                             f"delete {npz.name} and {marker.name} and rerun with --resume to recompute it")
+                             f"delete {npz.name} and {marker.name} and rerun the sweep command to recompute it")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             info["samples"] = {k: z[k] for k in z.files}
     return info
@@ -227,7 +240,7 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         if want is None or want != _sha(data):
             raise ValueError(
                 f"{p} does not match {manifest.name} (truncated, edited or from another run); rebuild it from "
-                f"the cell files with rrjax.records.rebuild_tables({str(p.parent)!r}) or rerun the sweep with --resume"
+                f"the cell files with rrjax.records.rebuild_tables({str(p.parent)!r}) or rerun the sweep command"
             )
     text = data.decode()
     try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import io
 import json
 import math
@@ -32,7 +31,7 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,9 +41,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rrjax import _validation as V
+from rrjax import cli
 from rrjax import metrics
 from rrjax import records as R
-from rrjax.attacks import ATTACKS, attack_norm, get_attack
+from rrjax.attacks import ATTACKS, attack_norm, get_attack, resolve_hparams
 from rrjax.attacks import _common as C
 from rrjax.models.base import Detector
 
@@ -83,32 +83,23 @@ HEALTH_FLAGS = {
 
 @dataclasses.dataclass(frozen=True)
 class AttackSpec:
-    """An attack name and its fully resolved hyperparameters (defaults filled in)."""
+    """An attack name, its fully resolved hyperparameters, and optionally its own ε grid.
+
+    ``eps`` overrides the sweep's grid for this attack (e.g. L2 budgets for ``cw_l2``, which are
+    not comparable in size with L∞ ones); ``None`` uses the sweep's grid.
+    """
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+    eps: tuple[float, ...] | None = None
 
     @classmethod
-    def make(cls, name: str, **params: Any) -> "AttackSpec":
-        fn = get_attack(name)
-        sig = inspect.signature(fn)
-        kw_only = {
-            p.name: p.default for p in sig.parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("key", "target")
-        }
-        accepts_more = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-        if "target" in params:
-            raise ValueError("target= is per-sample data and cannot be a sweep hyperparameter")
-        unknown = sorted(set(params) - set(kw_only))
-        if unknown and not accepts_more:
-            raise ValueError(f"attack {name!r} has no hyperparameter(s) {unknown}; valid: {sorted(kw_only)}")
-        resolved = {k: v for k, v in kw_only.items() if v is not inspect.Parameter.empty}
-        resolved.update(params)
-        resolved = {k: v for k, v in resolved.items() if v is not None}
-        if resolved.get("loss") != "prob_shift":
-            resolved.pop("shift_norm", None)  # only the probability-shift loss reads it
+    def make(cls, name: str, *, eps: Any = None, **params: Any) -> "AttackSpec":
+        """Validates and resolves a configuration (``rrjax.attacks.resolve_hparams``)."""
+        resolved = resolve_hparams(name, **params)
         json.dumps(resolved, allow_nan=False)  # must be recordable
-        return cls(name, tuple(sorted(resolved.items())))
+        grid = None if eps is None else tuple(float(e) for e in parse_grid(eps, name=f"{name} eps"))
+        return cls(name, tuple(sorted(resolved.items())), grid)
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -132,13 +123,19 @@ class ModelEntry:
 
 @dataclasses.dataclass(frozen=True)
 class SweepData:
-    """The samples: ``x`` uint8 or float32 in [0,1] ``[N,...]``, labels and split positions."""
+    """The samples: ``x`` uint8 or float32 in [0,1] ``[N,...]``, labels and split positions.
+
+    ``source`` identifies how the pixels were produced beyond the dataset name and split (the
+    builder config with all its values, the resize); it is part of every cell id, so changing
+    e.g. the compression level never reuses results.
+    """
 
     dataset: str
     split: str
     x: np.ndarray
     y: np.ndarray
     index: np.ndarray
+    source: str = ""  # everything else that defines the pixels: builder config, resize
 
     def __post_init__(self):
         n = len(self.x)
@@ -209,26 +206,15 @@ def parse_grid(spec: str | Sequence[float], *, name: str) -> np.ndarray:
 _ATTACK_ITEM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
 
 
-def _literal(text: str) -> Any:
-    t = text.strip()
-    low = t.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(t)
-        except ValueError:
-            pass
-    return t
-
-
 def parse_attacks(spec: str) -> list[AttackSpec]:
-    """Parses ``"fgsm,pgd(steps=10,norm=l2),cw_l2(steps=200)"`` into attack specs.
+    """Parses ``"fgsm,pgd(steps=10,norm=l2),cw_l2(steps=200,eps=0:2:9)"`` into attack specs.
 
-    Raises ``ValueError`` for unknown attacks (listing valid ones), unknown hyperparameters and
-    malformed text.
+    Values are parsed like flag values (``rrjax.cli.parse_value``); ``eps=start:stop:num``
+    gives the attack its own ε grid. Every hyperparameter is validated here, so a sweep never
+    fails later on its configuration.
+
+    Raises ``ValueError`` for unknown attacks (listing valid ones), unknown hyperparameters,
+    invalid values and malformed text.
     """
     spec = spec.strip()
     if not spec:
@@ -244,10 +230,10 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
             if "=" not in item:
                 raise ValueError(f"attack {name!r}: {item.strip()!r} is not k=v")
             k, v = item.split("=", 1)
-            params[k.strip()] = _literal(v)
+            params[k.strip()] = v.strip() if k.strip() == "eps" else cli.parse_value(v)
         out.append(AttackSpec.make(name, **params))
         pos = m.end()
-    names = [(a.name, a.params) for a in out]
+    names = [(a.name, a.params, a.eps) for a in out]
     if len(set(names)) != len(names):
         raise ValueError(f"attacks={spec!r} lists the same attack configuration twice")
     return out
@@ -295,11 +281,14 @@ def load_data(
     """
     from rrjax import data as D
 
+    builder = D.get_builder(dataset, data_dir=data_dir, **dataset_config)
     source = D.load(dataset, split, data_dir=data_dir, manual_dir=manual_dir, **dataset_config)
     index = select_samples(len(source), num_samples, sample_seed)
     size = int(input_shape[-3])
     parts = list(D.batches(source, 64, indices=index, image_size=size, prefetch=1))
-    x = np.concatenate([b["x"] for b in parts])
+    # The pipeline's pixels are 8-bit values / 255 (resizing included), so uint8 holds them
+    # exactly in a quarter of the host memory.
+    x = np.concatenate([np.rint(b["x"] * 255.0).astype(np.uint8) for b in parts])
     if x.shape[1:] != tuple(input_shape):
         raise ValueError(
             f"{dataset}/{split} gives samples of shape {x.shape[1:]} but the detector expects {tuple(input_shape)}; "
@@ -309,7 +298,7 @@ def load_data(
     got = np.concatenate([b["index"] for b in parts])
     if not np.array_equal(got, index):
         raise RuntimeError("the data pipeline returned samples out of order")
-    return SweepData(dataset, split, x, y, index)
+    return SweepData(dataset, split, x, y, index, source=f"{builder.builder_config.name}|resize={size}|bilinear")
 
 
 # ============================================================================ devices
@@ -423,11 +412,9 @@ def _clean_pass(logits_fn, x, y):
 
 @jax.jit
 def _adv_probabilities(logits_fn, x_adv):
-    # Samples-major before flattening keeps the data-axis sharding contiguous.
-    e, n = x_adv.shape[:2]
-    flat = jnp.swapaxes(x_adv, 0, 1).reshape((e * n,) + x_adv.shape[2:])
-    p = jax.nn.softmax(logits_fn(flat).astype(jnp.float32), axis=-1)
-    return jnp.swapaxes(p.reshape(n, e, -1), 0, 1)
+    # One ε at a time inside the program: the forward pass holds a chunk's activations only,
+    # whatever the grid size (the memory plan counts one forward per sample).
+    return jax.lax.map(lambda xe: jax.nn.softmax(logits_fn(xe).astype(jnp.float32), axis=-1), x_adv)
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
@@ -443,7 +430,7 @@ def _model_def(m: ModelEntry) -> dict:
 
 def _cell_def(m: ModelEntry, data: SweepData, attack: AttackSpec, eps: float, s: SweepSettings | None) -> dict:
     return {
-        **_model_def(m), "dataset": data.dataset, "split": data.split,
+        **_model_def(m), "dataset": data.dataset, "split": data.split, "source": data.source,
         "samples": R.cell_id({"index": [int(i) for i in data.index]}),
         "attack": attack.name, "attack_params": attack.kwargs, "eps": float(np.float32(eps)),
         "seed": None if s is None else s.seed, "shift_norm": None if s is None else s.shift_norm,
@@ -452,7 +439,7 @@ def _cell_def(m: ModelEntry, data: SweepData, attack: AttackSpec, eps: float, s:
 
 def _clean_key(cell_meta: Mapping[str, Any]) -> str:
     """Id of the clean pass a cell uses: its model and sample set only."""
-    keep = ("model", "arch", "config", "checkpoint_sha256", "dataset", "split", "samples")
+    keep = ("model", "arch", "config", "checkpoint_sha256", "dataset", "split", "source", "samples")
     return R.cell_id({k: cell_meta[k] for k in keep})
 
 
@@ -470,8 +457,8 @@ def _rows(meta: Mapping[str, Any], samples: Mapping[str, np.ndarray], s: SweepSe
         "dataset": meta["dataset"], "split": meta["split"], "attack": meta["attack"],
         "attack_params": meta["attack_params"], "threat_norm": meta["threat_norm"], "eps": meta["eps"],
         "n": n, "n_correct": n_correct, "ra": n_correct / n, "ra_lo": float(ra_ci[0]), "ra_hi": float(ra_ci[1]),
-        "clean_accuracy": clean_acc, "shift_norm": s.shift_norm, "strict": bool(s.strict),
-        "ci_method": s.ci_method, "seed": s.seed, "health": health, "cell": meta["cell"],
+        "clean_accuracy": clean_acc, "shift_norm": meta["shift_norm"], "strict": bool(s.strict),
+        "ci_method": s.ci_method, "seed": meta["seed"], "health": health, "cell": meta["cell"],
     }
     return [
         {**base, "tolerance": float(b), "n_robust": int(k), "rr": int(k) / n, "rr_lo": float(lo), "rr_hi": float(hi)}
@@ -599,7 +586,6 @@ def run_sweep(
     base_key = jax.random.key(settings.seed)
     sample_keys = np.asarray(jax.random.key_data(
         jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(data.index, jnp.uint32))))
-    eps_grid = np.asarray(settings.eps, np.float32)
     input_bytes = 4 * int(np.prod(data.x.shape[1:]))
 
     # What is pending (process 0's disk decides).
@@ -607,6 +593,7 @@ def run_sweep(
     for m in models:
         for a in attacks:
             cells = []
+            eps_grid = np.asarray(settings.eps if a.eps is None else a.eps, np.float32)
             for e in eps_grid:
                 meta = _cell_def(m, data, a, float(e), settings)
                 cells.append((R.cell_id(meta), meta))
@@ -614,6 +601,7 @@ def run_sweep(
             pending = [(c, meta, e) for (c, meta), e, f in zip(cells, eps_grid, finished) if not f]
             plan.append((m, a, pending))
     total = sum(len(p) * len(data.x) for _, _, p in plan)
+    n_cells, done_cells = sum(len(p) for _, _, p in plan), 0
     bar = _progress(total, progress and _is_writer() and total > 0)
     chunks_run = 0
     try:
@@ -635,10 +623,11 @@ def run_sweep(
                 covered = _covered(out, cells, data)
                 todo = np.flatnonzero(~covered)
                 kwargs = a.kwargs
-                if eps_batch is not None:
-                    if "eps_batch_size" not in inspect.signature(get_attack(a.name)).parameters:
-                        raise ValueError(f"attack {a.name!r} cannot vectorise ε in groups; raise memory_budget_mb")
-                    kwargs["eps_batch_size"] = eps_batch
+                if eps_batch is not None:  # execution detail, not part of the cell: results are the same
+                    try:
+                        kwargs = resolve_hparams(a.name, **kwargs, eps_batch_size=eps_batch)
+                    except ValueError:
+                        raise ValueError(f"attack {a.name!r} cannot vectorise ε in groups; raise memory_budget_mb") from None
                 if bar is not None:
                     bar.set_description(f"{m.label} · {a.name}")
                     bar.update(int(covered.sum()) * len(cells))
@@ -657,11 +646,15 @@ def run_sweep(
                     chunks_run += 1
                     if bar is not None:
                         bar.update(len(sel) * len(cells))
+                        bar.set_postfix_str(f"cells {done_cells}/{n_cells}")
                 if _is_writer():
                     for c, meta, _ in pending:
                         _complete_cell(out, c, {**meta, "cell": c, "checkpoint": m.checkpoint,
                                                 "threat_norm": a.threat_norm}, data, settings)
                     R.rebuild_tables(out)
+                done_cells += len(pending)
+                if bar is not None:
+                    bar.set_postfix_str(f"cells {done_cells}/{n_cells}")
     finally:
         if bar is not None:
             bar.close()
@@ -716,12 +709,29 @@ def _complete_cell(out: pathlib.Path, cell: str, meta: dict, data: SweepData, s:
     _, first = np.unique(merged["index"], return_index=True)  # a chunk saved twice counts once
     merged = {k: v[first] for k, v in merged.items()}
     if not np.array_equal(merged["index"], np.sort(np.asarray(data.index))):
-        raise RuntimeError(f"cell {cell}: partial results do not cover the sample set; rerun with --resume")
+        raise RuntimeError(f"cell {cell}: partial results do not cover the sample set; rerun the same sweep command")
     R.write_cell(out, cell, meta, merged, _rows(meta, merged, s))
     shutil.rmtree(_partial_dir(out, cell), ignore_errors=True)
 
 
 # ============================================================================ finalisation
+
+class GroupKey(NamedTuple):
+    """The cells that form one RA/RR curve over ε: a model, data, attack variant, seed and norm."""
+
+    model: str
+    dataset: str
+    split: str
+    attack: str
+    params: str  # canonical JSON of the resolved hyperparameters
+    seed: int
+    shift_norm: str
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any]) -> "GroupKey":
+        return cls(meta["model"], meta["dataset"], meta["split"], meta["attack"],
+                   R.canonical_json(meta["attack_params"]), meta["seed"], meta["shift_norm"])
+
 
 def _health(groups: dict, clean_dead: dict) -> dict[str, list[str]]:
     """Attack-health flags per group key (model, dataset, split, attack, params) from its cells."""
@@ -751,19 +761,18 @@ def _health(groups: dict, clean_dead: dict) -> dict[str, list[str]]:
         if any(not np.all(np.isfinite(c["samples"]["p_fake_adv"])) or not np.all(np.isfinite(c["samples"]["p_fake_clean"]))
                for c in cells):
             f.append("nonfinite_probabilities")
-        mkey = key[:3]
-        if clean_dead.get(mkey, 0.0) > 0.05:
+        if clean_dead.get(key[:3], 0.0) > 0.05:
             f.append("gradient_masking")
         flags[key] = f
         by_key[key] = (eps, ra, ci)
     # Iterative attacks must not be weaker than FGSM of the same norm at the same ε.
     for key, (eps, ra, _) in by_key.items():
-        model_key, attack, params = key[:3], key[3], json.loads(key[4])
-        if attack not in ("pgd", "cw_bounded"):
+        if key.attack not in ("pgd", "cw_bounded"):
             continue
-        norm = params.get("norm", "linf")
+        norm = json.loads(key.params).get("norm", "linf")
         for other, (e2, ra2, ci2) in by_key.items():
-            if other[:3] != model_key or other[3] != "fgsm" or json.loads(other[4]).get("norm", "linf") != norm:
+            same_model = other._replace(attack=key.attack, params=key.params) == key
+            if not same_model or other.attack != "fgsm" or json.loads(other.params).get("norm", "linf") != norm:
                 continue
             for i, e in enumerate(eps):
                 j = np.flatnonzero(np.isclose(e2, e))
@@ -782,11 +791,9 @@ def finalise(out_dir: str | os.PathLike, settings: SweepSettings | None = None) 
     """
     out = pathlib.Path(out_dir)
     cells = {c: R.read_cell(out, c) for c in R.finished_cells(out)}
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[GroupKey, list[dict]] = {}
     for info in cells.values():
-        meta = info["meta"]
-        key = (meta["model"], meta["dataset"], meta["split"], meta["attack"], R.canonical_json(meta["attack_params"]))
-        groups.setdefault(key, []).append(info)
+        groups.setdefault(GroupKey.of(info["meta"]), []).append(info)
     dead_by_model = {}
     for info in cells.values():
         meta = info["meta"]
@@ -801,7 +808,7 @@ def finalise(out_dir: str | os.PathLike, settings: SweepSettings | None = None) 
             s = settings or _settings_from_rows(info["rows"])
             rows = _rows(info["meta"], info["samples"], s, health=text)
             if rows != info["rows"]:
-                R.write_cell(out, info["meta"]["cell"], info["meta"], info["samples"], rows)
+                R.rewrite_rows(out, info["meta"]["cell"], rows)
                 info["rows"] = rows
     R.rebuild_tables(out)
     summary = _summary(groups, flags, dead_by_model)
@@ -825,8 +832,9 @@ def _summary(groups: dict, flags: dict, dead: dict) -> dict:
         infos = sorted(groups[key], key=lambda i: i["meta"]["eps"])
         rows0 = infos[0]["rows"]
         out.append({
-            "model": key[0], "dataset": key[1], "split": key[2], "attack": key[3],
-            "attack_params": json.loads(key[4]), "n": rows0[0]["n"], "clean_accuracy": rows0[0]["clean_accuracy"],
+            "model": key.model, "dataset": key.dataset, "split": key.split, "attack": key.attack,
+            "attack_params": json.loads(key.params), "seed": key.seed, "shift_norm": key.shift_norm,
+            "n": rows0[0]["n"], "clean_accuracy": rows0[0]["clean_accuracy"],
             "eps": [i["meta"]["eps"] for i in infos],
             "ra": [i["rows"][0]["ra"] for i in infos],
             "ra_ci": [[i["rows"][0]["ra_lo"], i["rows"][0]["ra_hi"]] for i in infos],
@@ -844,7 +852,7 @@ def _comparisons(groups: dict) -> list[dict]:
     by_cell: dict[tuple, dict[str, dict]] = {}
     for key, infos in groups.items():
         for info in infos:
-            by_cell.setdefault(key[1:] + (info["meta"]["eps"], info["meta"]["samples"]), {})[key[0]] = info
+            by_cell.setdefault(tuple(key[1:]) + (info["meta"]["eps"], info["meta"]["samples"]), {})[key.model] = info
     out = []
     for ck in sorted(by_cell):
         models = sorted(by_cell[ck])
@@ -862,7 +870,8 @@ def _comparisons(groups: dict) -> list[dict]:
                 bs = metrics.paired_bootstrap(phi_a, phi_b, n_boot=2000, seed=0)
                 out.append({
                     "dataset": ck[0], "split": ck[1], "attack": ck[2], "attack_params": json.loads(ck[3]),
-                    "eps": ck[4], "model_a": models[i], "model_b": models[j], "n": int(len(sa["shift"])),
+                    "seed": ck[4], "shift_norm": ck[5], "eps": ck[6], "model_a": models[i], "model_b": models[j],
+                    "n": int(len(sa["shift"])),
                     "ra_diff": float(mc.difference), "mcnemar_p": float(mc.p_value),
                     "a_only": int(mc.a_only), "b_only": int(mc.b_only),
                     "tolerance": [float(t) for t in tol], "rr_diff": [float(v) for v in bs.difference],

@@ -52,7 +52,7 @@ def test_corruption_is_reported_with_a_remedy(tmp_path):
     R.rebuild_tables(tmp_path)
     npz = tmp_path / "cells" / "c1.npz"
     npz.write_bytes(npz.read_bytes()[:-10])
-    with pytest.raises(ValueError, match="does not match its recorded SHA-256.*rerun with --resume"):
+    with pytest.raises(ValueError, match="does not match its recorded SHA-256.*rerun the sweep command"):
         R.read_cell(tmp_path, "c1")
     table = tmp_path / "records.jsonl"
     table.write_text(table.read_text()[:-5])

@@ -60,8 +60,6 @@ def test_sweep_script_two_processes_match_one(tiny_checkpoint, tmp_path):
               "--dataset_config=image_size=32", "--dataset_config=train_size=0", "--dataset_config=validation_size=0",
               "--dataset_config=test_size=6", "--attacks=pgd(steps=2)", "--eps=0:0.1:3", "--tolerance=0:1:5",
               "--progress=false", "--figures=false"]
-    single = _run("sweep.py", *common, f"--out_dir={tmp_path / 'one'}")
-    assert single.returncode == 0, single.stderr[-2000:]
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
@@ -72,7 +70,10 @@ def test_sweep_script_two_processes_match_one(tiny_checkpoint, tmp_path):
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
+    # Both processes started on an empty data dir: process 0 builds it, the other waits.
     assert all(p.returncode == 0 for p in procs), [log[-2000:] for log in logs]
+    single = _run("sweep.py", *common, f"--out_dir={tmp_path / 'one'}")
+    assert single.returncode == 0, single.stderr[-2000:]
     assert (tmp_path / "two" / "records.jsonl").read_bytes() == (tmp_path / "one" / "records.jsonl").read_bytes()
 
 
@@ -82,6 +83,9 @@ BAD_SWEEP_FLAGS = [
     (["--tolerance=nan"], "--tolerance contains NaN or inf"),
     (["--attacks=deepfool"], "unknown attack 'deepfool'; valid attacks: cw_bounded, cw_l2, fgsm, pgd"),
     (["--attacks=pgd(steps=2"], "is malformed"),
+    (["--attacks=pgd(norm=l1)"], "norm='l1' is not valid; expected one of 'linf', 'l2'"),
+    (["--attacks=cw_l2(stepz=3)"], "attack 'cw_l2' has no hyperparameter(s) ['stepz']"),
+    (["--attacks=cw_bounded(loss=ce)"], "cw_bounded always uses the CW margin loss"),
     (["--models=nowhere/ckpt"], "checkpoint 'nowhere/ckpt' does not exist"),
     (["--dataset=imagenet"], "name='imagenet' is not valid; expected one of"),
     (["--dataset_config=sizes"], "--dataset_config='sizes' is not key=value"),

@@ -231,7 +231,7 @@ def test_health_logic_on_hand_built_cells():
     good = [cell(0.0, [1] * n), cell(0.1, [1] * 20 + [0] * 20), cell(0.2, [1] * 5 + [0] * 35)]
     rising = [cell(0.0, [1] * n), cell(0.1, [1] * 5 + [0] * 35), cell(0.2, [1] * 38 + [0] * 2)]
     changed = [cell(0.0, [1] * 30 + [0] * 10, clean_correct=[1] * n), cell(0.2, [0] * n, clean_correct=[1] * n)]
-    key = lambda attack, params="{}": ("m", "d", "s", attack, params)  # noqa: E731
+    key = lambda attack, params="{}": S.GroupKey("m", "d", "s", attack, params, 0, "linf")  # noqa: E731
     groups = {key("fgsm"): good, key("pgd"): rising, key("cw_bounded"): changed}
     flags = S._health(groups, {("m", "d", "s"): 0.0})
     assert flags[key("fgsm")] == []
@@ -253,3 +253,82 @@ def test_seed_is_recorded_and_determines_the_records(reference, tmp_path):
     assert {r["seed"] for r in same} == {3} and {r["seed"] for r in diff} == {4}
     shifts = lambda out: np.concatenate([R.load_samples(out, c)["shift"] for c in R.finished_cells(out)])  # noqa: E731
     assert not np.array_equal(shifts(tmp_path / "same"), shifts(tmp_path / "other"))  # random starts differ
+
+
+def test_dataset_source_is_part_of_the_cell(reference, tmp_path):
+    """Different pixels under the same dataset name (e.g. another compression) never reuse cells."""
+    import dataclasses
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    models, data, _, settings = sweep_runner.build()
+    other = dataclasses.replace(data, source="synthetic_images/other-config")
+    before = len(R.finished_cells(out))
+    S.run_sweep(models[:1], other, S.parse_attacks("fgsm"), settings, out, progress=False)
+    assert len(R.finished_cells(out)) == before + len(settings.eps)
+
+
+def test_runs_with_other_norms_or_seeds_keep_their_own_labels(tmp_path):
+    models, data, _, settings = sweep_runner.build()
+    attacks = S.parse_attacks("fgsm")
+    for norm, seed in (("linf", 3), ("l1", 3), ("linf", 4)):
+        s = S.SweepSettings(eps=(0.0, 0.1), tolerance=(0.0, 0.5), shift_norm=norm, seed=seed)
+        S.run_sweep(models[:1], data, attacks, s, tmp_path, progress=False)
+    rows = R.load_records(tmp_path)
+    assert sorted({(r["shift_norm"], r["seed"]) for r in rows}) == [("l1", 3), ("linf", 3), ("linf", 4)]
+    by = {(r["shift_norm"], r["seed"], r["eps"], r["tolerance"]): r for r in rows}
+    # l1 shifts are twice the linf ones for two classes: RR(0.5) under l1 <= under linf.
+    assert by[("l1", 3, np.float32(0.1).item(), 0.5)]["rr"] <= by[("linf", 3, np.float32(0.1).item(), 0.5)]["rr"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["groups"]) == 3
+
+
+def test_eps_groups_under_a_tight_budget_give_the_same_records(reference, tmp_path):
+    """A budget too small for one sample with the whole ε grid: ε runs in groups (lax.map)."""
+    models, data, attacks, settings = sweep_runner.build()
+    grad = S._per_sample_grad_bytes(models[0].detector, models[0].variables)
+    input_bytes = 4 * int(np.prod(data.x.shape[1:]))
+    unit, outputs = grad + 6 * input_bytes, len(settings.eps) * input_bytes * 2
+    budget = outputs + 1.5 * unit
+    assert S.plan_chunk("pgd", len(settings.eps), grad, input_bytes, n_devices=1, batch_size=4,
+                        budget_bytes=budget) == (1, 1)
+    tight = S.SweepSettings(eps=settings.eps, tolerance=settings.tolerance, seed=settings.seed,
+                            memory_budget_mb=budget / 2**20)
+    S.run_sweep(models, data, attacks, tight, tmp_path, progress=False)
+    assert (tmp_path / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("stops", [(1, 9), (13,), (30,)])
+def test_stopping_anywhere_then_resuming_gives_the_same_records(reference, tmp_path, stops):
+    """Stops inside the first attack, after whole (model, attack) groups finished, and inside
+    the second model; one resume starts with a different set of pending ε values."""
+    models, data, attacks, settings = sweep_runner.build()
+    sub = S.SweepSettings(eps=settings.eps[1:2], tolerance=settings.tolerance, seed=settings.seed, batch_size=4)
+    S.run_sweep(models, data, attacks[:1], sub, tmp_path, progress=False)  # one ε of one attack first
+    for stop in stops:
+        S.run_sweep(models, data, attacks, settings, tmp_path, progress=False, stop_after_chunks=stop)
+    S.run_sweep(models, data, attacks, settings, tmp_path, progress=False)
+    assert (tmp_path / "records.jsonl").read_bytes() == (reference / "records.jsonl").read_bytes()
+
+
+def test_an_attack_can_bring_its_own_eps_grid(tmp_path):
+    models, data, _, settings = sweep_runner.build()
+    attacks = S.parse_attacks("fgsm,cw_l2(steps=10,binary_search_steps=2,eps=0:1:3)")
+    assert attacks[1].eps == (0.0, 0.5, 1.0) and "eps" not in attacks[1].kwargs
+    S.run_sweep(models[:1], data, attacks, settings, tmp_path, progress=False)
+    rows = R.load_records(tmp_path)
+    assert sorted({r["eps"] for r in rows if r["attack"] == "cw_l2"}) == [0.0, 0.5, 1.0]
+    assert sorted({r["eps"] for r in rows if r["attack"] == "fgsm"}) == sorted(np.float32(e).item() for e in settings.eps)
+    assert {r["threat_norm"] for r in rows if r["attack"] == "cw_l2"} == {"l2"}
+
+
+def test_nonfinite_probabilities_are_flagged():
+    n = 6
+    s = {"index": np.arange(n), "y": np.ones(n, int), "correct": np.ones(n, bool), "shift": np.zeros(n),
+         "p_fake_clean": np.full(n, 0.9), "p_fake_adv": np.r_[np.full(n - 1, 0.9), np.nan],
+         "same_label": np.ones(n, bool)}
+    lo, hi = rrjax.metrics.binomial_ci(n, n)
+    cell = {"meta": {"eps": 0.1}, "samples": s, "rows": [{"ra_lo": lo, "ra_hi": hi}]}
+    key = S.GroupKey("m", "d", "s", "fgsm", "{}", 0, "linf")
+    assert "nonfinite_probabilities" in S._health({key: [cell]}, {})[key]

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.tree_util import Partial
 from jax.typing import ArrayLike
@@ -28,7 +29,7 @@ from jax.typing import ArrayLike
 from rrjax import _validation as V
 from rrjax.attacks import _common as C
 
-__all__ = ["CWResult", "cw_l2_minimal", "cw_l2"]
+__all__ = ["CWResult", "cw_l2_minimal", "cw_l2", "check_hparams"]
 
 _NO_UPPER = 1e10  # "no successful c yet", as in the reference implementation
 
@@ -148,14 +149,21 @@ def _cw_l2(
     return CWResult(best_x, distance, found)
 
 
-def _check_cw_args(steps, binary_search_steps, learning_rate, initial_const, confidence):
-    return (
-        V.check_int(steps, name="steps", minimum=1),
-        V.check_int(binary_search_steps, name="binary_search_steps", minimum=1),
-        V.check_number(learning_rate, name="learning_rate", lower=0.0, strict=True),
-        V.check_number(initial_const, name="initial_const", lower=0.0, strict=True),
-        V.check_number(confidence, name="confidence", lower=0.0),
-    )
+def check_hparams(
+    *, steps: Any, binary_search_steps: Any, learning_rate: Any, initial_const: Any, confidence: Any,
+    abort_early: Any,
+) -> dict[str, Any]:
+    """Validates CW-L2's hyperparameters on the host; returns them normalised (ValueError on misuse)."""
+    if not isinstance(abort_early, (bool, np.bool_)):
+        raise ValueError(f"abort_early must be True or False, got {abort_early!r}")
+    return {
+        "steps": V.check_int(steps, name="steps", minimum=1),
+        "binary_search_steps": V.check_int(binary_search_steps, name="binary_search_steps", minimum=1),
+        "learning_rate": V.check_number(learning_rate, name="learning_rate", lower=0.0, strict=True),
+        "initial_const": V.check_number(initial_const, name="initial_const", lower=0.0, strict=True),
+        "confidence": V.check_number(confidence, name="confidence", lower=0.0),
+        "abort_early": bool(abort_early),
+    }
 
 
 def cw_l2_minimal(
@@ -196,11 +204,13 @@ def cw_l2_minimal(
       Carlini & Wagner, "Towards evaluating the robustness of neural networks", IEEE S&P 2017.
     """
     prep = C.prepare(logits_fn, x, y, 0.0, key if key is not None else jax.random.key(0))
-    steps, bss, lr, c0, kappa = _check_cw_args(steps, binary_search_steps, learning_rate, initial_const, confidence)
+    hp = check_hparams(steps=steps, binary_search_steps=binary_search_steps, learning_rate=learning_rate,
+                       initial_const=initial_const, confidence=confidence, abort_early=abort_early)
     label = prep.y if target is None else C.prepare_target(target, prep)
     return _cw_l2(
-        prep.logits_fn, prep.x, label, jnp.float32(lr), jnp.float32(c0), jnp.float32(kappa),
-        steps=steps, binary_search_steps=bss, abort_early=bool(abort_early), targeted=target is not None,
+        prep.logits_fn, prep.x, label, jnp.float32(hp["learning_rate"]), jnp.float32(hp["initial_const"]),
+        jnp.float32(hp["confidence"]), steps=hp["steps"], binary_search_steps=hp["binary_search_steps"],
+        abort_early=hp["abort_early"], targeted=target is not None,
     )
 
 

@@ -18,7 +18,7 @@ from jax.typing import ArrayLike
 from rrjax import _validation as V
 from rrjax.attacks import _common as C
 
-__all__ = ["fgsm"]
+__all__ = ["fgsm", "check_hparams"]
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "spec"))
@@ -71,8 +71,15 @@ def fgsm(
       Goodfellow, Shlens & Szegedy, "Explaining and harnessing adversarial examples", ICLR 2015.
     """
     prep = C.prepare(logits_fn, x, y, eps, key)
-    V.check_choice(norm, C.NORMS, name="norm")
+    check_hparams(norm=norm, loss=loss, shift_norm=shift_norm, targeted=target is not None)
     spec = C.loss_spec(loss, targeted=target is not None, confidence=None, shift_norm=shift_norm)
     label = prep.y if target is None else C.prepare_target(target, prep)
     x_adv = _fgsm_grid(prep.logits_fn, prep.x, label, prep.eps, norm=norm, spec=spec)
     return C.finish(x_adv, prep.scalar_eps)
+
+
+def check_hparams(*, norm: Any, loss: Any, shift_norm: Any, targeted: bool = False) -> dict[str, Any]:
+    """Validates FGSM's hyperparameters on the host; returns them (ValueError on misuse)."""
+    V.check_choice(norm, C.NORMS, name="norm")
+    C.loss_spec(loss, targeted=targeted, confidence=None, shift_norm=shift_norm)
+    return {"norm": norm, "loss": loss, "shift_norm": shift_norm}

@@ -18,7 +18,7 @@ from jax.typing import ArrayLike
 from rrjax import _validation as V
 from rrjax.attacks import _common as C
 
-__all__ = ["pgd", "cw_bounded", "default_rel_step_size"]
+__all__ = ["pgd", "cw_bounded", "default_rel_step_size", "check_hparams"]
 
 
 def default_rel_step_size(steps: int) -> float:
@@ -180,27 +180,48 @@ def pgd(
       Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018.
     """
     prep = C.prepare(logits_fn, x, y, eps, key)
-    V.check_choice(norm, C.NORMS, name="norm")
-    steps = V.check_int(steps, name="steps", minimum=0)
-    restarts = V.check_int(restarts, name="restarts", minimum=1)
-    if eps_batch_size is not None:
-        eps_batch_size = V.check_int(eps_batch_size, name="eps_batch_size", minimum=1)
-    spec = C.loss_spec(loss, targeted=target is not None, confidence=confidence, shift_norm=shift_norm)
-    if step_size is not None and rel_step_size is not None:
-        raise ValueError("pass either step_size (absolute) or rel_step_size (multiple of eps), not both")
+    hp = check_hparams(steps=steps, norm=norm, rel_step_size=rel_step_size, step_size=step_size,
+                       random_start=random_start, restarts=restarts, loss=loss, confidence=confidence,
+                       shift_norm=shift_norm, eps_batch_size=eps_batch_size, targeted=target is not None)
+    spec = C.loss_spec(hp["loss"], targeted=target is not None, confidence=hp["confidence"], shift_norm=hp["shift_norm"])
     eps_np = np.asarray(prep.eps)
-    if step_size is not None:
-        step = np.full_like(eps_np, V.check_number(step_size, name="step_size", lower=0.0))
+    if hp["step_size"] is not None:
+        step = np.full_like(eps_np, hp["step_size"])
     else:
-        rel = default_rel_step_size(max(steps, 1)) if rel_step_size is None else rel_step_size
-        step = eps_np * V.check_number(rel, name="rel_step_size", lower=0.0)
+        rel = default_rel_step_size(max(hp["steps"], 1)) if hp["rel_step_size"] is None else hp["rel_step_size"]
+        step = eps_np * rel
     label = prep.y if target is None else C.prepare_target(target, prep)
     x_adv = _pgd_grid(
         prep.logits_fn, prep.x, label, prep.keys, prep.eps, jnp.asarray(step, jnp.float32),
-        steps=steps, norm=norm, spec=spec, random_start=bool(random_start), restarts=restarts,
-        eps_batch_size=eps_batch_size,
+        steps=hp["steps"], norm=hp["norm"], spec=spec, random_start=hp["random_start"], restarts=hp["restarts"],
+        eps_batch_size=hp["eps_batch_size"],
     )
     return C.finish(x_adv, prep.scalar_eps)
+
+
+def check_hparams(
+    *, steps: Any, norm: Any, rel_step_size: Any, step_size: Any, random_start: Any, restarts: Any, loss: Any,
+    confidence: Any, shift_norm: Any, eps_batch_size: Any, targeted: bool = False,
+) -> dict[str, Any]:
+    """Validates PGD's hyperparameters on the host; returns them normalised (ValueError on misuse)."""
+    V.check_choice(norm, C.NORMS, name="norm")
+    if not isinstance(random_start, (bool, np.bool_)):
+        raise ValueError(f"random_start must be True or False, got {random_start!r}")
+    C.loss_spec(loss, targeted=targeted, confidence=confidence, shift_norm=shift_norm)
+    if step_size is not None and rel_step_size is not None:
+        raise ValueError("pass either step_size (absolute) or rel_step_size (multiple of eps), not both")
+    return {
+        "steps": V.check_int(steps, name="steps", minimum=0),
+        "norm": norm,
+        "rel_step_size": None if rel_step_size is None else V.check_number(rel_step_size, name="rel_step_size", lower=0.0),
+        "step_size": None if step_size is None else V.check_number(step_size, name="step_size", lower=0.0),
+        "random_start": bool(random_start),
+        "restarts": V.check_int(restarts, name="restarts", minimum=1),
+        "loss": loss,
+        "confidence": None if confidence is None else V.check_number(confidence, name="confidence", lower=0.0),
+        "shift_norm": shift_norm,
+        "eps_batch_size": None if eps_batch_size is None else V.check_int(eps_batch_size, name="eps_batch_size", minimum=1),
+    }
 
 
 def cw_bounded(
@@ -224,6 +245,8 @@ def cw_bounded(
     References:
       Carlini & Wagner, "Towards evaluating the robustness of neural networks", S&P 2017.
     """
+    if "loss" in pgd_kwargs:
+        raise ValueError(f"cw_bounded always uses the CW margin loss; got loss={pgd_kwargs['loss']!r} (use pgd for other losses)")
     return pgd(
         logits_fn, x, y, eps, key=key, norm=norm, steps=steps, loss="margin",
         confidence=confidence, **pgd_kwargs,
