@@ -24,7 +24,8 @@ $(TEST_STAMP): $(BASE_STAMP)
 # The default job: the shipped checkpoints on the generated synthetic test splits.
 DEMO_OUT ?= outputs/demo
 DEMO_DATA ?= outputs/data
-DEMO_COMMON = --out_dir=$(DEMO_OUT) --data_dir=$(DEMO_DATA) --eps=0:0.2:9 --tolerance=0:1:21 \
+DEMO_COMMON = --out_dir=$(DEMO_OUT) --data_dir=$(DEMO_DATA) --tolerance=0:1:21 \
+	--eps=0,0.0005,0.001,0.002,0.004,0.008,0.016,0.05,0.1,0.2 \
 	--attacks='fgsm,pgd(steps=10),cw_bounded(steps=10)'
 
 demo: $(BASE_STAMP)

@@ -28,6 +28,16 @@ flags.DEFINE_string("sweep", "outputs/demo", "Sweep directory (records.jsonl, co
 flags.DEFINE_list("tolerances", ["0.1", "0.25", "0.5"], "Tolerances at which RR differences are shown.")
 
 
+def _label(attack: str, params: dict) -> str:
+    """``pgd (L∞, 10 steps)``: enough to tell the variants of a sweep apart."""
+    parts = [{"linf": "L∞", "l2": "L2"}.get(params.get("norm", "l2" if attack == "cw_l2" else "linf"), "")]
+    if "steps" in params:
+        parts.append(f"{params['steps']} steps")
+    if params.get("loss") not in (None, "ce"):
+        parts.append(params["loss"])
+    return f"{attack} ({', '.join(parts)})"
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     out = pathlib.Path(FLAGS.sweep)
@@ -38,7 +48,11 @@ def main(argv: Sequence[str]) -> None:
         fail(str(e))
     comp_path = out / "comparisons.jsonl"
     comps = [json.loads(line) for line in comp_path.read_text().splitlines()] if comp_path.exists() else []
-    ra = {(r["model"], r["dataset"], r["attack"], r["eps"]): (r["ra"], r["clean_accuracy"], r["n"]) for r in rows}
+    def variant(r):  # everything but the model and ε that defines an RA/RR curve
+        return (r["dataset"], r["split"], r["attack"], records.canonical_json(r["attack_params"]), r["seed"],
+                r["shift_norm"])
+
+    ra = {(r["model"],) + variant(r) + (r["eps"],): r["ra"] for r in rows}
 
     print("## RA vs RR between models (same samples)\n")
     head = " | ".join(f"ΔRR b={t:g} [95% CI]" for t in tols)
@@ -47,14 +61,16 @@ def main(argv: Sequence[str]) -> None:
     for c in comps:
         if c["eps"] == 0:
             continue
-        ra_a = ra[(c["model_a"], c["dataset"], c["attack"], c["eps"])][0]
-        ra_b = ra[(c["model_b"], c["dataset"], c["attack"], c["eps"])][0]
+        v = (c["dataset"], c["split"], c["attack"], records.canonical_json(c["attack_params"]), c["seed"],
+             c["shift_norm"])
+        ra_a, ra_b = ra[(c["model_a"],) + v + (c["eps"],)], ra[(c["model_b"],) + v + (c["eps"],)]
         cells = []
         for t in tols:
             k = int(np.argmin(np.abs(np.asarray(c["tolerance"]) - t)))
             lo, hi = c["rr_diff_ci"][k]
             cells.append(f"{c['rr_diff'][k]:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        print(f"| {c['dataset']} | {c['attack']} | {c['eps']:.3g} | {c['model_a']} | {c['model_b']} | {ra_a:.3f} | "
+        print(f"| {c['dataset']} | {_label(c['attack'], c['attack_params'])} | {c['eps']:.3g} | {c['model_a']} | "
+              f"{c['model_b']} | {ra_a:.3f} | "
               f"{ra_b:.3f} | {c['mcnemar_p']:.3g} | " + " | ".join(cells) + " |")
 
     print("\n## Linearity of RR in the tolerance (ε > 0)\n")
@@ -63,7 +79,7 @@ def main(argv: Sequence[str]) -> None:
     groups: dict[tuple, dict[float, list]] = {}
     for r in rows:
         if r["eps"] > 0:
-            groups.setdefault((r["model"], r["dataset"], r["attack"]), {}).setdefault(r["eps"], []).append(r)
+            groups.setdefault((r["model"],) + variant(r) + (r["strict"],), {}).setdefault(r["eps"], []).append(r)
     for key in sorted(groups):
         fits = []
         for eps, rs in sorted(groups[key].items()):
@@ -71,7 +87,8 @@ def main(argv: Sequence[str]) -> None:
             fits.append(metrics.tolerance_linearity(np.array([r["tolerance"] for r in rs]), np.array([r["rr"] for r in rs])))
         r2 = np.array([f[0] for f in fits])
         gap = np.array([f[1] for f in fits])
-        print(f"| {key[0]} | {key[1]} | {key[2]} | {r2.mean():.3f} | {r2.min():.3f} | {gap.mean():.3f} |")
+        print(f"| {key[0]} | {key[1]} | {_label(key[3], json.loads(key[4]))} | {r2.mean():.3f} | {r2.min():.3f} | "
+              f"{gap.mean():.3f} |")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,11 @@ def settings_from_flags() -> Settings:
     for name in ("model", "dataset", "out_dir"):
         if not getattr(FLAGS, name):
             raise ValueError(f"--{name} is required")
+    from rrjax import data, models  # imported here: the names are checked before any work
+
+    for flag, value, valid in (("model", FLAGS.model, models.MODELS), ("dataset", FLAGS.dataset, data.DATASETS)):
+        if value not in valid:
+            raise ValueError(f"--{flag}={value!r} is not valid; expected one of {', '.join(sorted(valid))}")
     for name in ("epochs", "batch_size"):
         _positive(name, getattr(FLAGS, name))
     for name in ("eval_batch_size", "image_size", "num_frames", "max_train_examples", "max_eval_examples"):
@@ -154,10 +159,8 @@ def settings_from_flags() -> Settings:
     )
 
 
-# --------------------------------------------------------------------------- wiring (adapt on merge)
-# The only code that depends on rrjax.models and rrjax.data. It follows the contracts in
-# COMMON.md: get_model(name, **config), data.load(name, split, data_dir=, manual_dir=, **config),
-# data.batches(source, batch_size, *, shuffle, seed, epoch, image_size=).
+# --------------------------------------------------------------------------- wiring
+# The only code that depends on rrjax.models and rrjax.data.
 
 
 class _Subset:
@@ -241,6 +244,8 @@ def run(
         seed=s.seed,
         resume=s.resume,
         log_every=s.log_every,
+        run_info={"dataset": s.dataset, "dataset_config": s.dataset_kwargs, "batch_size": s.batch_size,
+                  "max_train_examples": s.max_train_examples},
     )
     test_metrics = None
     if inputs.test_batches is not None:
@@ -284,7 +289,10 @@ def main(argv: Sequence[str]) -> None:
     except ValueError as err:
         fail(str(err))
     module_flags = {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.argv[0])}
-    summary = run(settings, command=script_command(), flag_values=module_flags)
+    try:
+        summary = run(settings, command=script_command(), flag_values=module_flags)
+    except ValueError as err:  # bad model/dataset config, a mismatching run to resume, ...
+        fail(str(err))
     print(json.dumps(summary, indent=2))
 
 

@@ -147,6 +147,17 @@ def _abstract_variables(detector: Detector) -> Any:
     return _plain(jax.eval_shape(detector.init, jax.random.PRNGKey(0)))
 
 
+def variable_mismatches(detector: Detector, variables: Any) -> list[str]:
+    """Differences (missing/extra leaves, shapes, dtypes) between ``variables`` and what
+    ``detector.init`` produces; empty when they match. Computes nothing (abstract shapes)."""
+    return _compare(_describe(_abstract_variables(detector)), _describe(_plain(variables)))
+
+
+def summarise_mismatches(problems: list[str]) -> str:
+    """A one-line summary of :func:`variable_mismatches` output for error messages."""
+    return _summarise(problems)
+
+
 # ----------------------------------------------------------------------------- JSON + files
 
 
@@ -282,7 +293,7 @@ def save(
             f"got {type(variables).__name__}"
         )
     tree = _plain(variables)
-    problems = _compare(_describe(_abstract_variables(detector)), _describe(tree))
+    problems = variable_mismatches(detector, tree)
     if problems:
         raise ValueError(
             f"variables do not match detector {detector.name!r} (input {tuple(detector.input_shape)}): "

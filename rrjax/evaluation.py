@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 from rrjax import _validation as V
 from rrjax import metrics
 from rrjax.attacks import _common as C
-from rrjax.attacks import get_attack
+from rrjax.attacks import attack_norm, get_attack
 
 __all__ = ["Evaluation", "evaluate", "probabilities"]
 
@@ -136,6 +136,8 @@ def evaluate(
             f"attack returned shape {x_adv.shape}; expected {prep.eps.shape + prep.x.shape} "
             "(a leading ε-grid axis, then the input shape)"
         )
+    _check_attack_output(x_adv, prep.x, prep.eps, attack_kwargs.get("norm") or (
+        attack_norm(attack, attack_kwargs) if isinstance(attack, str) else None))
 
     p_clean = probabilities(prep.logits_fn, prep.x)
     p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
@@ -143,6 +145,29 @@ def evaluate(
         p_clean, p_adv, prep.y, np.asarray(prep.eps), tol,
         shift_norm=shift_norm, require_same_label=require_same_label, ci_method=ci_method,
     )
+
+
+@jax.jit
+def _violations(x_adv: jax.Array, x: jax.Array, eps: jax.Array) -> tuple[jax.Array, ...]:
+    d = (x_adv - x[None]).reshape(x_adv.shape[0], x_adv.shape[1], -1)
+    linf, l2 = jnp.max(jnp.abs(d), -1), jnp.sqrt(jnp.sum(d * d, -1))
+    return (jnp.all(jnp.isfinite(x_adv)), jnp.min(x_adv), jnp.max(x_adv),
+            jnp.max(linf - eps[:, None]), jnp.max(l2 / jnp.maximum(eps[:, None], 1e-12) - 1.0))
+
+
+def _check_attack_output(x_adv: jax.Array, x: jax.Array, eps: jax.Array, norm: str | None) -> None:
+    """Refuses attack outputs outside [0,1] or the ε-ball, so a faulty (e.g. user-written) attack
+    cannot inflate robustness silently. ``‖δ‖∞ ≤ ε`` holds for every ℓp ball with p ≥ 1, so it
+    is checked for any attack; the L2 ball when the attack's norm is known to be L2."""
+    finite, lo, hi, linf_over, l2_over = (float(v) for v in _violations(x_adv, x, eps))
+    if not finite:
+        raise ValueError("attack returned NaN or inf pixels")
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"attack returned pixels in [{lo:.4g}, {hi:.4g}]; adversarial inputs must stay in [0, 1]")
+    if linf_over > 1e-6:
+        raise ValueError(f"attack moved a pixel {linf_over:.3g} beyond ε; outputs must satisfy ‖x_adv − x‖ ≤ ε")
+    if norm == "l2" and l2_over > 1e-5:
+        raise ValueError(f"attack exceeded its L2 budget by {100 * l2_over:.3g}% of ε; outputs must satisfy ‖x_adv − x‖₂ ≤ ε")
 
 
 def summarise(

@@ -42,6 +42,7 @@ __all__ = [
     "BootstrapResult",
     "paired_bootstrap",
     "tolerance_linearity",
+    "robust_outcomes",
     "DEFAULT_SHIFT_NORM",
     "SHIFT_ATOL",
 ]
@@ -165,6 +166,28 @@ def per_sample_outcomes(
         same = jnp.argmax(p_adv, -1) == jnp.argmax(p_clean, -1)[None]
         robust = robust & same[:, None, :]
     return shift, correct, robust, jnp.argmax(p_clean, -1) == y
+
+
+def robust_outcomes(
+    shift: ArrayLike, tolerance: ArrayLike, *, same_label: ArrayLike | None = None
+) -> np.ndarray:
+    """φ_rob per tolerance and sample from stored per-sample shifts (host, NumPy).
+
+    Args:
+      shift: f[..., N] output changes ``‖p(x') − p(x)‖`` (already floored at ``SHIFT_ATOL``).
+      tolerance: f[B] tolerances.
+      same_label: optional bool[..., N]; given, the strict variant also requires it.
+
+    Returns:
+      bool[..., B, N]: ``shift ≤ b`` (inclusive), and ``same_label`` when given. Summing the last
+      axis gives the counts of :func:`robust_ratio_counts`.
+    """
+    shift = np.asarray(shift)
+    tol = np.asarray(tolerance, np.float32).reshape((-1, 1))
+    ok = shift[..., None, :] <= tol
+    if same_label is not None:
+        ok &= np.asarray(same_label, bool)[..., None, :]
+    return ok
 
 
 def _check_pair(p_clean: Any, p_adv: Any) -> tuple[jax.Array, jax.Array]:

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from rrjax import _validation as V
 from rrjax import cli
@@ -47,6 +47,7 @@ from rrjax import records as R
 from rrjax.attacks import ATTACKS, attack_norm, get_attack, resolve_hparams
 from rrjax.attacks import _common as C
 from rrjax.models.base import Detector
+from rrjax.sharding import data_mesh, pad_batch, replicate, shard_rows, to_host
 
 __all__ = [
     "AttackSpec",
@@ -303,29 +304,6 @@ def load_data(
 
 # ============================================================================ devices
 
-def _mesh() -> Mesh:
-    return Mesh(np.asarray(jax.devices()), ("data",))
-
-
-def _global(mesh: Mesh, host: np.ndarray) -> jax.Array:
-    """A global array sharded on axis 0 from a host array every process holds in full."""
-    sharding = NamedSharding(mesh, P("data", *([None] * (host.ndim - 1))))
-    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-
-def _replicate(mesh: Mesh, tree: Any) -> Any:
-    sharding = NamedSharding(mesh, P())
-    return jax.tree_util.tree_map(
-        lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx, a=np.asarray(a): a[idx]), tree
-    )
-
-
-def _to_host(a: jax.Array) -> np.ndarray:
-    if a.is_fully_addressable:
-        return np.asarray(a)
-    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-
-
 def _is_writer() -> bool:
     return jax.process_index() == 0
 
@@ -397,8 +375,14 @@ def plan_chunk(
 
 # ============================================================================ compiled pieces
 
-def _pad(n: int, multiple: int) -> int:
-    return (-n) % multiple
+def _balanced(n: int, chunk: int, multiple: int) -> int:
+    """The smallest chunk (a multiple of ``multiple``, at most ``chunk``) that needs as few
+    chunks as ``chunk`` does: e.g. 96 samples in chunks of 64 become two chunks of 48, so the
+    padded last chunk does not waste a third of the work."""
+    if n == 0:
+        return chunk
+    pieces = -(-n // chunk)
+    return min(chunk, -(-(-(-n // pieces)) // multiple) * multiple)
 
 
 @jax.jit
@@ -443,15 +427,19 @@ def _clean_key(cell_meta: Mapping[str, Any]) -> str:
     return R.cell_id({k: cell_meta[k] for k in keep})
 
 
+def _clean_correct(samples: Mapping[str, np.ndarray]) -> np.ndarray:
+    """bool[N]: clean predictions (argmax, ties to real, i.e. fake iff p_fake > 0.5) are right."""
+    return (samples["p_fake_clean"] > 0.5).astype(int) == samples["y"]
+
+
 def _rows(meta: Mapping[str, Any], samples: Mapping[str, np.ndarray], s: SweepSettings, health: str = "") -> list[dict]:
     n = len(samples["index"])
     tol = np.asarray(s.tolerance, np.float32)
     n_correct = int(samples["correct"].sum())
-    ok = samples["same_label"] if s.strict else np.ones(n, bool)
-    n_robust = ((samples["shift"][None, :] <= tol[:, None]) & ok[None, :]).sum(1)
+    n_robust = metrics.robust_outcomes(samples["shift"], tol, same_label=samples["same_label"] if s.strict else None).sum(-1)
     ra_ci = metrics.binomial_ci(n_correct, n, method=s.ci_method)
     rr_ci = metrics.binomial_ci(n_robust, n, method=s.ci_method)
-    clean_acc = float(np.mean((samples["p_fake_clean"] > 0.5).astype(int) == samples["y"]))
+    clean_acc = float(np.mean(_clean_correct(samples)))
     base = {
         "model": meta["model"], "checkpoint": meta["checkpoint"], "checkpoint_sha256": meta["checkpoint_sha256"],
         "dataset": meta["dataset"], "split": meta["split"], "attack": meta["attack"],
@@ -522,15 +510,14 @@ def _clean(out: pathlib.Path, m: ModelEntry, data: SweepData, mesh: Mesh, logits
             return {k: z[k] for k in z.files}
     n_dev = mesh.devices.size
     probs, dead = [], []
+    chunk = _balanced(len(data.x), chunk, n_dev)
     for start in range(0, len(data.x), chunk):
-        xs, ys = _to_float(data.x[start:start + chunk]), data.y[start:start + chunk]
-        pad = chunk - len(xs) if len(data.x) > chunk else _pad(len(xs), n_dev)
-        xs = np.concatenate([xs, np.repeat(xs[:1], pad, 0)]) if pad else xs
-        ys = np.concatenate([ys, np.repeat(ys[:1], pad, 0)]) if pad else ys
-        p, d = _clean_pass(logits_fn, _global(mesh, xs), _global(mesh, ys.astype(np.int32)))
-        keep = len(xs) - pad
-        probs.append(_to_host(p)[:keep])
-        dead.append(_to_host(d)[:keep])
+        rows = np.arange(start, min(start + chunk, len(data.x)))
+        padded, _ = pad_batch({"rows": rows}, chunk if len(data.x) > chunk else n_dev)  # one shape
+        xs, ys = _to_float(data.x[padded["rows"]]), data.y[padded["rows"]].astype(np.int32)
+        p, d = _clean_pass(logits_fn, shard_rows(mesh, xs), shard_rows(mesh, ys))
+        probs.append(to_host(p)[: len(rows)])
+        dead.append(to_host(d)[: len(rows)])
     result = {"index": np.asarray(data.index), "p_clean": np.concatenate(probs), "dead_grad": np.concatenate(dead)}
     if _is_writer():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -580,7 +567,7 @@ def run_sweep(
     out = pathlib.Path(out_dir)
     if _is_writer():
         out.mkdir(parents=True, exist_ok=True)
-    mesh = _mesh()
+    mesh = data_mesh()
     n_dev = int(mesh.devices.size)
     budget = None if settings.memory_budget_mb is None else settings.memory_budget_mb * 2**20
     base_key = jax.random.key(settings.seed)
@@ -609,7 +596,7 @@ def run_sweep(
             entries = [(a, pending) for mm, a, pending in plan if mm is m and pending]
             if not entries:
                 continue
-            variables = _replicate(mesh, m.variables)
+            variables = replicate(mesh, m.variables)
             logits_fn = m.detector.logits_fn(variables)
             grad_bytes = _per_sample_grad_bytes(m.detector, m.variables) if budget is not None else 0.0
             clean_chunk, _ = plan_chunk("fgsm", 1, grad_bytes, input_bytes, n_devices=n_dev,
@@ -632,13 +619,14 @@ def run_sweep(
                     bar.set_description(f"{m.label} · {a.name}")
                     bar.update(int(covered.sum()) * len(cells))
                 attack = functools.partial(get_attack(a.name), **kwargs)
+                chunk = _balanced(len(todo), chunk, n_dev)
                 for start in range(0, len(todo), chunk):
                     if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
                         return out
                     sel = todo[start:start + chunk]
                     # Pad to the full chunk (not just the device count): one shape, one compilation.
-                    pad = chunk - len(sel) if len(todo) > chunk else _pad(len(sel), n_dev)
-                    parts = _attack_chunk(attack, logits_fn, mesh, data, sample_keys, sel, pad, eps_pending,
+                    rows = pad_batch({"rows": sel}, chunk if len(todo) > chunk else n_dev)[0]["rows"]
+                    parts = _attack_chunk(attack, logits_fn, mesh, data, sample_keys, sel, rows, eps_pending,
                                           clean["p_clean"][sel], settings.shift_norm)
                     if _is_writer():
                         for c, part in zip(cells, parts):
@@ -680,16 +668,15 @@ def _covered(out: pathlib.Path, cells: Sequence[str], data: SweepData) -> np.nda
 
 def _attack_chunk(
     attack: Callable[..., jax.Array], logits_fn: Any, mesh: Mesh, data: SweepData, sample_keys: np.ndarray,
-    sel: np.ndarray, pad: int, eps: np.ndarray, p_clean: np.ndarray, shift_norm: str,
+    sel: np.ndarray, rows: np.ndarray, eps: np.ndarray, p_clean: np.ndarray, shift_norm: str,
 ) -> list[dict[str, np.ndarray]]:
-    """Attacks samples ``sel`` (plus ``pad`` copies of the first) over the ε grid in one program.
+    """Attacks ``rows`` (samples ``sel`` then padding copies) over the ε grid in one program.
 
-    Returns one dict of per-sample results (``rrjax.records.SAMPLE_FIELDS``) per ε.
+    Returns one dict of per-sample results (``rrjax.records.SAMPLE_FIELDS``) per ε, for ``sel`` only.
     """
-    rows = np.concatenate([sel, np.repeat(sel[:1], pad)]) if pad else sel
-    x_adv = attack(logits_fn, _global(mesh, _to_float(data.x[rows])), _global(mesh, data.y[rows].astype(np.int32)),
-                   eps, key=_global(mesh, sample_keys[rows]))
-    p_adv = _to_host(_adv_probabilities(logits_fn, x_adv))[:, : len(sel)]  # padding dropped here
+    x_adv = attack(logits_fn, shard_rows(mesh, _to_float(data.x[rows])), shard_rows(mesh, data.y[rows].astype(np.int32)),
+                   eps, key=shard_rows(mesh, sample_keys[rows]))
+    p_adv = to_host(_adv_probabilities(logits_fn, x_adv))[:, : len(sel)]  # padding dropped here
     y = data.y[sel].astype(np.int32)
     shift = np.asarray(metrics.prob_shift(p_clean, p_adv, norm=shift_norm))
     index = np.asarray(data.index)[sel]
@@ -750,12 +737,11 @@ def _health(groups: dict, clean_dead: dict) -> dict[str, list[str]]:
         zero = [c for c in cells if c["meta"]["eps"] == 0.0]
         for c in zero:
             s = c["samples"]
-            clean_correct = (s["p_fake_clean"] > 0.5).astype(int) == s["y"]
-            if int(s["correct"].sum()) != int(clean_correct.sum()):
+            if int(s["correct"].sum()) != int(_clean_correct(s).sum()):
                 f.append("eps0_differs_from_clean")
         top = cells[int(np.argmax(eps))]
         s = top["samples"]
-        clean_correct = (s["p_fake_clean"] > 0.5).astype(int) == s["y"]
+        clean_correct = _clean_correct(s)
         if top["meta"]["eps"] > 0 and clean_correct.any() and not np.any(clean_correct & ~s["correct"]):
             f.append("no_success_at_max_eps")
         if any(not np.all(np.isfinite(c["samples"]["p_fake_adv"])) or not np.all(np.isfinite(c["samples"]["p_fake_clean"]))
@@ -863,10 +849,8 @@ def _comparisons(groups: dict) -> list[dict]:
                 mc = metrics.mcnemar_exact(sa["correct"], sb["correct"])
                 tol = np.array([r["tolerance"] for r in a["rows"]], np.float32)
                 strict = a["rows"][0]["strict"]
-                ra_ok = sa["same_label"] if strict else np.ones(len(sa["shift"]), bool)
-                rb_ok = sb["same_label"] if strict else np.ones(len(sb["shift"]), bool)
-                phi_a = (sa["shift"][None] <= tol[:, None]) & ra_ok[None]
-                phi_b = (sb["shift"][None] <= tol[:, None]) & rb_ok[None]
+                phi_a = metrics.robust_outcomes(sa["shift"], tol, same_label=sa["same_label"] if strict else None)
+                phi_b = metrics.robust_outcomes(sb["shift"], tol, same_label=sb["same_label"] if strict else None)
                 bs = metrics.paired_bootstrap(phi_a, phi_b, n_boot=2000, seed=0)
                 out.append({
                     "dataset": ck[0], "split": ck[1], "attack": ck[2], "attack_params": json.loads(ck[3]),

@@ -63,6 +63,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from scipy import special
 
 from rrjax import checkpoints, clean_metrics
+from rrjax.sharding import data_mesh, pad_batch, shard_rows
 from rrjax._validation import as_labels, as_pixels, check_choice, check_int, check_number
 from rrjax.models.base import Detector
 
@@ -137,33 +138,6 @@ def make_optimizer(
 # ----------------------------------------------------------------------------- batches
 
 
-def pad_batch(
-    arrays: Mapping[str, np.ndarray], multiple: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Pads every array along axis 0 to a multiple of ``multiple`` by repeating leading rows.
-
-    Args:
-      arrays: arrays with a common leading batch size ``B >= 1``.
-      multiple: the device count.
-
-    Returns:
-      ``(padded, mask)``: arrays of ``B' = ceil(B / multiple) * multiple`` rows, and
-      ``mask: f32[B']`` with 1 on the ``B`` real rows and 0 on the copies.
-    """
-    multiple = check_int(multiple, name="multiple", minimum=1)
-    sizes = {k: int(np.shape(v)[0]) for k, v in arrays.items()}
-    b = next(iter(sizes.values()))
-    if b < 1 or any(s != b for s in sizes.values()):
-        raise ValueError(f"arrays have batch sizes {sizes}; expected one common size >= 1")
-    pad = (-b) % multiple
-    mask = np.concatenate([np.ones(b, np.float32), np.zeros(pad, np.float32)])
-    if pad == 0:
-        return {k: np.asarray(v) for k, v in arrays.items()}, mask
-    # Copies of real rows (not zeros) keep the padded inputs in-distribution for BatchNorm.
-    idx = np.arange(pad) % b
-    return {k: np.concatenate([np.asarray(v), np.asarray(v)[idx]]) for k, v in arrays.items()}, mask
-
-
 def _host_batch(batch: Any, detector: Detector, *, where: str) -> dict[str, np.ndarray]:
     if not isinstance(batch, Mapping) or "x" not in batch or "y" not in batch:
         raise ValueError(
@@ -191,15 +165,11 @@ def _mesh(devices: Sequence[Any] | None) -> Mesh:
             f"jax.process_count()={jax.process_count()}: rrjax.train is data-parallel over the "
             "local devices of one process; multi-host training is not supported"
         )
-    devices = list(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices is empty; expected at least one device")
-    return Mesh(np.asarray(devices), ("data",))
+    return data_mesh(jax.local_devices() if devices is None else devices)
 
 
 def _put(arrays: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    sharding = NamedSharding(mesh, P("data"))
-    return {k: jax.device_put(v, sharding) for k, v in arrays.items()}
+    return {k: shard_rows(mesh, v) for k, v in arrays.items()}
 
 
 # ----------------------------------------------------------------------------- compiled steps
@@ -329,7 +299,7 @@ def evaluate(
 # ----------------------------------------------------------------------------- training
 
 
-def _fingerprint(detector: Detector, config: dict) -> dict[str, Any]:
+def _fingerprint(detector: Detector, config: dict, run_info: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("learning_rate", "weight_decay", "weight_decay_mode", "seed")
     return json.loads(
         json.dumps(
@@ -338,6 +308,7 @@ def _fingerprint(detector: Detector, config: dict) -> dict[str, Any]:
                 "config": dict(detector.config),
                 "input_shape": list(detector.input_shape),
                 **{k: config[k] for k in keep},
+                **{f"run:{k}": v for k, v in sorted(run_info.items())},
             }
         )
     )
@@ -397,6 +368,7 @@ def train(
     devices: Sequence[Any] | None = None,
     log_every: int = 50,
     max_to_keep: int = 2,
+    run_info: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Trains ``detector`` with Adam, evaluating on the validation data after every epoch.
 
@@ -420,6 +392,8 @@ def train(
       devices: devices for data parallelism (default: all local devices).
       log_every: log the running training loss every this many steps (0 = per epoch only).
       max_to_keep: training states kept in ``work_dir/state``.
+      run_info: JSON-able facts that define the run but are not arguments here (dataset, its
+        config, batch size, ...); resuming refuses a ``work_dir`` saved with different ones.
 
     Returns:
       A ``TrainResult`` with the final variables and the per-epoch history.
@@ -460,14 +434,13 @@ def train(
         "epochs": epochs,
         "devices": n_dev,
     }
-    fingerprint = _fingerprint(detector, config)
+    fingerprint = _fingerprint(detector, config, dict(run_info or {}))
     if init_variables is not None:
-        want = checkpoints._describe(checkpoints._abstract_variables(detector))
-        problems = checkpoints._compare(want, checkpoints._describe(checkpoints._plain(init_variables)))
+        problems = checkpoints.variable_mismatches(detector, init_variables)
         if problems:
             raise ValueError(
                 f"init_variables do not match detector {detector.name!r}: "
-                f"{checkpoints._summarise(problems)}"
+                f"{checkpoints.summarise_mismatches(problems)}"
             )
 
     work_dir = pathlib.Path(work_dir).absolute()

@@ -99,6 +99,22 @@ def test_custom_attack_callable_and_attack_norm(linear):
 
 
 @pytest.mark.parametrize(
+    "shift, message",
+    [(lambda x, e: x + 2 * e, "beyond ε"), (lambda x, e: x * 0 - 0.5, r"must stay in \[0, 1\]"),
+     (lambda x, e: x * np.nan, "NaN or inf")],
+)
+def test_a_faulty_custom_attack_is_refused(linear, shift, message):
+    def faulty(logits_fn, x, y, eps, *, key):
+        return np.stack([shift(np.asarray(x), e)
+                         for e in eps]).astype(np.float32)
+
+    x = np.full((4, 24), 0.5, np.float32)
+    with pytest.raises(ValueError, match=message):
+        rrjax.evaluate(linear.logits_fn, x, linear.labels(x), attack=faulty, eps=[0.1], tolerance=0.1,
+                       key=jax.random.key(0))
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(tolerance=-1.0), "tolerance has value -1 < 0"),

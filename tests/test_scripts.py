@@ -49,7 +49,7 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
     report = _run("report.py", f"--sweep={out}")
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "## Linearity of RR in the tolerance" in report.stdout and "| m | synthetic_images | pgd |" in report.stdout
+    assert "## Linearity of RR in the tolerance" in report.stdout and "| m | synthetic_images | pgd (L∞, 2 steps) |" in report.stdout
 
 
 def test_sweep_script_two_processes_match_one(tiny_checkpoint, tmp_path):
