@@ -47,6 +47,7 @@ flags.DEFINE_float("memory_budget_mb", None, "Per-device memory budget; chunks s
 flags.DEFINE_integer("seed", 0, "Attack seed (sample i uses fold_in(key(seed), i)).")
 flags.DEFINE_string("out_dir", "outputs/sweep", "Sweep directory (resumable).")
 flags.DEFINE_bool("figures", True, "Write the standard figures to <out_dir>/figures.")
+flags.DEFINE_list("figure_formats", ["png", "pdf"], "Figure file formats.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (when not auto-detected).")
@@ -110,6 +111,12 @@ def main(argv: Sequence[str]) -> None:
         )
         attacks = S.parse_attacks(FLAGS.attacks)
         dataset_config = cli.parse_key_values(FLAGS.dataset_config, flag="dataset_config")
+        if FLAGS.figures:
+            from rrjax import plots
+
+            bad = [f for f in FLAGS.figure_formats if f not in plots.FORMATS]
+            if bad:
+                raise ValueError(f"--figure_formats has {bad}; expected some of {list(plots.FORMATS)}")
         if FLAGS.num_samples is not None and FLAGS.num_samples < 1:
             raise ValueError(f"--num_samples={FLAGS.num_samples}; expected an integer >= 1")
         models = [S.load_model(path, label=label) for label, path in _model_specs(FLAGS.models)]
@@ -131,9 +138,10 @@ def main(argv: Sequence[str]) -> None:
         return
     written = []
     if FLAGS.figures:
-        from rrjax import plots
-
-        written = plots.save_all(out, formats=("png",))
+        try:
+            written = plots.save_all(out, formats=tuple(FLAGS.figure_formats))
+        except ValueError as e:
+            cli.fail(str(e))
     print(f"records:     {out / 'records.csv'} (and records.jsonl)")
     print(f"summary:     {out / 'summary.md'}")
     print(f"comparisons: {out / 'comparisons.jsonl'}")

@@ -90,6 +90,7 @@ BAD_SWEEP_FLAGS = [
     (["--dataset=imagenet"], "name='imagenet' is not valid; expected one of"),
     (["--dataset_config=sizes"], "--dataset_config='sizes' is not key=value"),
     (["--num_samples=0"], "--num_samples=0; expected an integer >= 1"),
+    (["--figure_formats=png,svgz"], "--figure_formats has ['svgz']"),
 ]
 
 
