@@ -7,7 +7,7 @@ BASE_STAMP := $(VENV)/.base-installed
 TEST_STAMP := $(VENV)/.test-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean-venv checkpoints
+.PHONY: demo test venv clean-venv checkpoints paper
 
 venv: $(BASE_STAMP)
 
@@ -24,9 +24,10 @@ $(TEST_STAMP): $(BASE_STAMP)
 # The default job: the shipped checkpoints on the generated synthetic test splits.
 DEMO_OUT ?= outputs/demo
 DEMO_DATA ?= outputs/data
-DEMO_COMMON = --out_dir=$(DEMO_OUT) --data_dir=$(DEMO_DATA) --tolerance=0:1:21 \
-	--eps=0,0.0005,0.001,0.002,0.004,0.008,0.016,0.05,0.1,0.2 \
-	--attacks='fgsm,pgd(steps=10),cw_bounded(steps=10)'
+DEMO_EPS ?= 0,0.001,0.002,0.004,0.008,0.016,0.05,0.2
+DEMO_COMMON = --out_dir=$(DEMO_OUT) --data_dir=$(DEMO_DATA) --tolerance=0:1:21 --eps=$(DEMO_EPS) \
+	--attacks='fgsm,pgd(steps=10),cw_bounded(steps=10)' $(DEMO_FLAGS)
+DEMO_FLAGS ?= --figure_formats=png
 
 demo: $(BASE_STAMP)
 	$(BIN)/python experiments/sweep.py $(DEMO_COMMON) --figures=false \
@@ -38,8 +39,13 @@ demo: $(BASE_STAMP)
 	  --dataset_config=image_size=64 --dataset_config=num_frames=8 --dataset_config=train_size=0 \
 	  --dataset_config=validation_size=0 --dataset_config=test_size=$(DEMO_CLIPS) --num_samples=$(DEMO_CLIPS)
 
-DEMO_IMAGES ?= 96
-DEMO_CLIPS ?= 32
+DEMO_IMAGES ?= 64
+DEMO_CLIPS ?= 16
+
+# The same job at a size for the README's comparison (~40 min on 2 CPU cores).
+paper: $(BASE_STAMP)
+	$(MAKE) demo DEMO_OUT=outputs/paper DEMO_IMAGES=500 DEMO_CLIPS=200 DEMO_FLAGS=--figure_formats=png,pdf \
+	  DEMO_EPS=0,0.0005,0.001,0.002,0.004,0.008,0.016,0.05,0.1,0.2
 
 # Retrains the shipped checkpoints with the commands recorded in their sidecars (CPU, ~30 min).
 TRAIN_IMAGES = --dataset=synthetic_images --data_dir=outputs/data --dataset_config=image_size=64 \
