@@ -385,18 +385,32 @@ def robust_accuracy(w: Workload, x_adv, n: int) -> list[float]:
     return [float(np.mean(np.asarray(apply(w.variables, xe)).argmax(-1) == y)) for xe in x_adv]
 
 
-def time_runner(run: Callable[[], Any], repeats: int) -> tuple[Any, float, list[float]]:
-    """Runs once (warm-up: compilation, caches) and ``repeats`` times more; returns the warm-up
-    output, the warm-up time and the timed runs' times."""
+def time_runner(run: Callable[[], Any], repeats: int,
+                warmup: Callable[[], Any] | None = None) -> tuple[Any, float, list[float]]:
+    """Warms up, then times ``repeats`` runs; returns ``(output, warm-up seconds, run times)``.
+
+    Without ``warmup`` the first full run is the warm-up (compilation for the grid program) and
+    its output is returned. A per-ε loop warms up on its first ε alone (``warmup``: the program
+    it compiles serves every ε), then at least one full run is timed and its output returned.
+    """
     t0 = time.perf_counter()
-    out = run()
+    out = (warmup or run)()
     first = time.perf_counter() - t0
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats if warmup is None else max(repeats, 1)):
         t0 = time.perf_counter()
-        run()
+        result = run()
         times.append(time.perf_counter() - t0)
+        if warmup is not None:
+            out = result
     return out, first, times
+
+
+def warmup_for(contender: str, attack: str, w: "Workload", eps: list[float], n: int) -> Callable[[], Any] | None:
+    """The warm-up of a per-ε loop: the same loop over the first ε only (None for the grid)."""
+    if contender == "rrjax-grid":
+        return None
+    return make_runner(contender, attack, w, eps[:1], n)
 
 
 # --------------------------------------------------------------------------- sections
@@ -435,12 +449,12 @@ def main_comparison(w: Workload, report: dict) -> list[dict]:
             if counter:
                 counter.calls = 0
             run = make_runner(contender, attack, w, eps, n, FLAGS.eps_batch_size)
-            out, first, times = time_runner(run, FLAGS.repeats)
+            out, first, times = time_runner(run, FLAGS.repeats, warmup_for(contender, attack, w, eps, n))
             res = dict(attack=attack, contender=contender, first_s=first, times_s=times,
                        median_s=median(times) if times else first, load=(load0 + load()) / 2,
                        ra=robust_accuracy(w, outputs_numpy(contender, out), n))
-            if counter:
-                res["torch_forward_calls_per_run"] = counter.calls / (1 + FLAGS.repeats)
+            if counter:  # the warm-up runs the same attack once (one ε), as does every timed run
+                res["torch_forward_calls_per_run"] = counter.calls / (1 + len(times))
             results[contender] = res
             say(f"  {attack:5s} {contender:14s} warm-up {first:8.2f}s  median {res['median_s']:8.2f}s  "
                   f"load {res['load']:.1f}")
@@ -481,7 +495,8 @@ def scaling(w: Workload, report: dict) -> None:
             contenders = ["rrjax-grid"] + (["torchattacks"] if FLAGS.scale_torch and attack == "pgd" else [])
             for contender in contenders:
                 run = make_runner(contender, attack, w, eps, FLAGS.scale_e_n, FLAGS.eps_batch_size)
-                _, first, times = time_runner(run, FLAGS.scale_repeats)
+                warm = warmup_for(contender, attack, w, eps, FLAGS.scale_e_n)
+                _, first, times = time_runner(run, FLAGS.scale_repeats, warm)
                 e_rows.append(dict(attack=attack, contender=contender, E=count, N=FLAGS.scale_e_n,
                                    median_s=median(times) if times else first, load=load()))
                 say(f"  scale-E {attack} {contender} E={count}: {e_rows[-1]['median_s']:.2f}s")
@@ -489,7 +504,7 @@ def scaling(w: Workload, report: dict) -> None:
         eps = attack_eps("pgd", FLAGS.scale_n_e)
         for contender in ["rrjax-grid"] + (["torchattacks"] if FLAGS.scale_torch else []):
             run = make_runner(contender, "pgd", w, eps, count_n, FLAGS.eps_batch_size)
-            _, first, times = time_runner(run, FLAGS.scale_repeats)
+            _, first, times = time_runner(run, FLAGS.scale_repeats, warmup_for(contender, "pgd", w, eps, count_n))
             n_rows.append(dict(attack="pgd", contender=contender, E=FLAGS.scale_n_e, N=count_n,
                                median_s=median(times) if times else first, load=load()))
             say(f"  scale-N pgd {contender} N={count_n}: {n_rows[-1]['median_s']:.2f}s")
@@ -541,10 +556,11 @@ def breakdown(w: Workload, report: dict) -> None:
     from jax.tree_util import Partial
 
     rows = []
-    n, big = FLAGS.n, FLAGS.n * FLAGS.eps_count
-    if FLAGS.eps_batch_size:
-        big = FLAGS.n * FLAGS.eps_batch_size
-    reps = max(FLAGS.repeats, 1)
+    # The grid program's batch is E·N (or eps_batch_size·N); capped at 512, past which the
+    # per-sample cost no longer changes, to keep this section short.
+    n, big = FLAGS.n, FLAGS.n * (FLAGS.eps_batch_size or FLAGS.eps_count)
+    big = min(big, max(n, 512))
+    reps = max(min(FLAGS.repeats, 2), 1)
 
     def jax_step(fn):
         return jax.jit(lambda f, xa, ya: jax.grad(
@@ -673,7 +689,7 @@ def device_table(report: dict) -> str:
             times = {}
             for contender in ("rrjax-grid", "rrjax-per-eps"):
                 run = make_runner(contender, attack, wd, eps, FLAGS.n, FLAGS.eps_batch_size)
-                _, first, ts = time_runner(run, FLAGS.repeats)
+                _, first, ts = time_runner(run, FLAGS.repeats, warmup_for(contender, attack, wd, eps, FLAGS.n))
                 times[contender] = median(ts) if ts else first
             work = executed_steps(attack, "rrjax-grid", FLAGS.n, len(eps), ATTACK_STEPS[attack]()) * w.flops_per_step
             rows.append(dict(attack=attack, dtype=dtype, **{k + "_s": v for k, v in times.items()}))
