@@ -67,6 +67,7 @@ def define_flags() -> None:
     flags.DEFINE_float("eps_max", 2 / 255, "Largest L∞ ε (grid: E evenly spaced values in (0, eps_max]).")
     flags.DEFINE_float("cw_eps_max", 1.0, "Largest L2 ε of the CW grid.")
     flags.DEFINE_integer("eps_batch_size", None, "rrjax grid points vectorised at once (None: all).")
+    flags.DEFINE_bool("unroll", True, "rrjax PGD/CW with unroll=True (and XLA's memory-optimised CPU scheduler).")
     flags.DEFINE_integer("repeats", 3, "Timed repeats after the warm-up run (median reported).")
     flags.DEFINE_list("scale_e", ["1", "4", "16", "64"], "E values of the ε-scaling table.")
     flags.DEFINE_integer("scale_e_n", 16, "N of the ε-scaling table.")
@@ -310,11 +311,12 @@ def make_runner(contender: str, attack: str, w: Workload, eps: list[float], n: i
         fn, kw = attacks.fgsm, {}
     elif attack == "pgd":
         fn = attacks.pgd
-        kw = dict(steps=FLAGS.pgd_steps, rel_step_size=PGD_REL_STEP / FLAGS.pgd_steps, random_start=False)
+        kw = dict(steps=FLAGS.pgd_steps, rel_step_size=PGD_REL_STEP / FLAGS.pgd_steps, random_start=False,
+                  unroll=FLAGS.unroll)
     else:
         fn = attacks.cw_l2
         kw = dict(steps=FLAGS.cw_steps, binary_search_steps=1, initial_const=FLAGS.cw_c,
-                  learning_rate=FLAGS.cw_lr, abort_early=False)
+                  learning_rate=FLAGS.cw_lr, abort_early=False, unroll=FLAGS.unroll)
     if contender == "rrjax-grid":
         grid = np.asarray(eps, np.float32)
         if attack == "pgd":
@@ -588,9 +590,31 @@ def breakdown(w: Workload, report: dict) -> None:
         _, _, ts = time_runner(torch_step, reps)
         rows.append(dict(what="step: torch", batch=batch, ms_per_sample=1e3 * median(ts) / batch, load=load()))
         say(f"  breakdown batch {batch}: " + ", ".join(f"{r['what']} {r['ms_per_sample']:.2f}" for r in rows if r["batch"] == batch))
+    rows += _loop_vs_unrolled(w, n)
     if FLAGS.model == "meso4":
         rows += _conv_layers(w, n)
     report["breakdown"] = rows
+
+
+def _loop_vs_unrolled(w: Workload, n: int) -> list[dict]:
+    """rrjax PGD (one ε, N samples) with its step loop compiled as a while loop vs unrolled."""
+    import jax
+    import jax.numpy as jnp
+
+    from rrjax import attacks
+
+    x, y = jnp.asarray(w.x[:n]), jnp.asarray(w.y[:n])
+    steps = FLAGS.pgd_steps
+    rows = []
+    for unroll in (False, True):
+        run = lambda: attacks.pgd(w.logits_fn, x, y, FLAGS.eps_max, key=jax.random.key(0), steps=steps,  # noqa: E731
+                                  rel_step_size=PGD_REL_STEP / steps, random_start=False,
+                                  unroll=unroll).block_until_ready()
+        _, _, ts = time_runner(run, 1)
+        rows.append(dict(what=f"step: rrjax PGD-{steps}, {'unrolled' if unroll else 'while loop'}", batch=n,
+                         ms_per_sample=1e3 * median(ts) / (n * steps), load=load()))
+    say(f"  breakdown PGD loop vs unrolled: {rows[0]['ms_per_sample']:.2f} vs {rows[1]['ms_per_sample']:.2f} ms/sample-step")
+    return rows
 
 
 def _conv_layers(w: Workload, n: int) -> list[dict]:
@@ -713,7 +737,7 @@ def render(report: dict) -> str:
     n, count = FLAGS.n, FLAGS.eps_count
     parts = [f"### Run {env['date']} — {env['command']}",
              f"Machine: {env['machine']}; load average at start {env['load_start']:.2f}, end {env.get('load_end', 0):.2f}. "
-             f"Versions: {env['versions']}.",
+             f"Versions: {env['versions']}. XLA_FLAGS={env['xla_flags'] or '(none)'}; rrjax PGD/CW unroll={FLAGS.unroll}.",
              f"Workload: {FLAGS.model} {FLAGS.image_size}px (PyTorch twin via rrjax.models.to_torch), N={n}, "
              f"E={count}, L∞ ε in (0, {FLAGS.eps_max:.4g}], PGD-{FLAGS.pgd_steps} (step 2.5ε/{FLAGS.pgd_steps}, no random "
              f"start), CW-L2 c={FLAGS.cw_c} lr={FLAGS.cw_lr} steps={FLAGS.cw_steps}, L2 ε in (0, {FLAGS.cw_eps_max:g}]; "
@@ -827,6 +851,7 @@ def environment() -> dict:
         versions=f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
                  f"torch {torch.__version__} ({torch.get_num_threads()} threads), torchattacks {torchattacks.__version__}",
         load_start=load(),
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
     )
 
 
@@ -844,9 +869,16 @@ def main(argv: Sequence[str]) -> None:
     torch.set_num_threads(os.cpu_count() or 1)  # XLA's CPU client uses every core as well
     if FLAGS.quick:
         apply_quick()
+    xla_flags = os.environ.get("XLA_FLAGS", "").split()
+    if FLAGS.unroll and not any("concurrency_optimized_scheduler" in f for f in xla_flags):
+        # Unrolled attack loops keep every step's activations alive under XLA:CPU's default
+        # scheduler; the memory-optimised one frees them (rrjax.attacks._common).
+        xla_flags.append("--xla_cpu_enable_concurrency_optimized_scheduler=false")
+    if FLAGS.quick and not any("optimization_level" in f for f in xla_flags):
         # A smoke run executes each program once or twice: LLVM's optimisations cost more
-        # compile time than they save (jax reads XLA_FLAGS when its backend starts, below).
-        os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+        # compile time than they save.
+        xla_flags.append("--xla_backend_optimization_level=0")
+    os.environ["XLA_FLAGS"] = " ".join(xla_flags)  # read when jax starts its backend, below
     if FLAGS.worker:
         memory_worker(FLAGS.worker)
         return
