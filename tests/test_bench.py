@@ -161,7 +161,7 @@ def test_unrolled_attacks_compute_the_same_as_the_loops():
         a = attacks.pgd(fn, x, y, eps, key=key, **kw)
         b = attacks.pgd(fn, x, y, eps, key=key, unroll=True, **kw)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
-    kw = dict(steps=5, binary_search_steps=2, initial_const=1.0, learning_rate=0.05, abort_early=False)
+    kw = dict(steps=6, binary_search_steps=2, initial_const=100.0, learning_rate=0.5, abort_early=False)
     a, b = attacks.cw_l2_minimal(fn, x, y, **kw), attacks.cw_l2_minimal(fn, x, y, unroll=True, **kw)
     np.testing.assert_allclose(np.asarray(a.x_adv), np.asarray(b.x_adv), atol=1e-6)
     np.testing.assert_array_equal(np.asarray(a.success), np.asarray(b.success))
