@@ -191,6 +191,18 @@ def success(spec: LossSpec, logits: jax.Array, label: jax.Array) -> jax.Array:
     return pred == label if spec.targeted else pred != label
 
 
+# --------------------------------------------------------------------------- loops
+
+# Why attacks accept ``unroll=True`` (jax/jaxlib 0.10.2, XLA:CPU; measured in BENCHMARKS.md):
+# inside a while loop, XLA's CPU compiler leaves the input-gradient convolution that
+# ``jax.grad`` emits with its kernel in a non-canonical layout (HLO dim_labels ``01oi``), which
+# runs ~5x slower than the canonical form it produces outside loops (one 5x5 conv: 250 vs
+# 50 ms); a PGD step on Meso4 is then 2-3x slower. Unrolling the static step loop removes the
+# while loop. Under XLA:CPU's default concurrency-optimised scheduler the unrolled program keeps
+# every step's activations alive (temp memory x steps); with
+# XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false it needs what the loop needs.
+
+
 # --------------------------------------------------------------------------- ε grid
 
 def over_eps(

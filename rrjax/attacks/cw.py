@@ -68,7 +68,7 @@ def _hinge(logits: jax.Array, label: jax.Array, kappa: jax.Array, targeted: bool
     return jnp.maximum(gap, -kappa)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "binary_search_steps", "abort_early", "targeted"))
+@functools.partial(jax.jit, static_argnames=("steps", "binary_search_steps", "abort_early", "targeted", "unroll"))
 def _cw_l2(
     logits_fn: Partial,
     x: jax.Array,
@@ -81,6 +81,7 @@ def _cw_l2(
     binary_search_steps: int,
     abort_early: bool,
     targeted: bool,
+    unroll: bool = False,
 ) -> CWResult:
     n = x.shape[0]
     axes = tuple(range(1, x.ndim))
@@ -130,7 +131,12 @@ def _cw_l2(
             jnp.int32(0), w0, opt.init(w0), ~clean_adv, jnp.full((n,), jnp.finfo(x.dtype).max),
             best_x, best_l2sq, found, jnp.zeros((n,), bool),
         )
-        _, _, _, _, _, best_x, best_l2sq, found, round_ok = jax.lax.while_loop(cond, body, init)
+        if unroll:  # a fixed step count (no early abort); steps after every sample has become
+            # inactive change nothing, as the while loop would have stopped there
+            final = jax.lax.fori_loop(0, steps, lambda _, s: body(s), init, unroll=True)
+        else:
+            final = jax.lax.while_loop(cond, body, init)
+        _, _, _, _, _, best_x, best_l2sq, found, round_ok = final
 
         # Per-sample binary search on c (Carlini & Wagner's schedule).
         upper = jnp.where(round_ok, jnp.minimum(upper, c), upper)
@@ -143,7 +149,7 @@ def _cw_l2(
         jnp.full((n,), initial_const, x.dtype), jnp.zeros((n,), x.dtype), jnp.full((n,), _NO_UPPER, x.dtype),
         x, jnp.full((n,), jnp.finfo(x.dtype).max), clean_adv,
     )
-    _, _, _, best_x, _, found = jax.lax.fori_loop(0, binary_search_steps, search_round, state)
+    _, _, _, best_x, _, found = jax.lax.fori_loop(0, binary_search_steps, search_round, state, unroll=unroll)
     best_x = jnp.where(C._bcast(clean_adv, x), x, jnp.clip(best_x, 0.0, 1.0))
     distance = jnp.where(found, C.l2_norm(best_x - x), jnp.inf)
     return CWResult(best_x, distance, found)
@@ -179,6 +185,7 @@ def cw_l2_minimal(
     confidence: float = 0.0,
     abort_early: bool = True,
     target: ArrayLike | None = None,
+    unroll: bool = False,
 ) -> CWResult:
     """Carlini–Wagner L2: the smallest adversarial perturbation found for each sample.
 
@@ -196,6 +203,8 @@ def cw_l2_minimal(
       abort_early: stop a sample's round when its objective stalls (checked every
         ``steps // 10`` iterations, improvement < 0.01%).
       target: optional int[N] target classes (targeted attack).
+      unroll: unroll the iterations (requires ``abort_early=False``; same result; faster on
+        XLA:CPU for convolutional detectors, see :func:`rrjax.attacks.pgd`'s ``unroll``).
 
     Returns:
       :class:`CWResult` with ``x_adv[N,...]``, ``distance[N]`` and ``success[N]``.
@@ -207,10 +216,14 @@ def cw_l2_minimal(
     hp = check_hparams(steps=steps, binary_search_steps=binary_search_steps, learning_rate=learning_rate,
                        initial_const=initial_const, confidence=confidence, abort_early=abort_early)
     label = prep.y if target is None else C.prepare_target(target, prep)
+    if not isinstance(unroll, (bool, np.bool_)):
+        raise ValueError(f"unroll must be True or False, got {unroll!r}")
+    if unroll and hp["abort_early"]:
+        raise ValueError("unroll=True needs a fixed step count: pass abort_early=False as well")
     return _cw_l2(
         prep.logits_fn, prep.x, label, jnp.float32(hp["learning_rate"]), jnp.float32(hp["initial_const"]),
         jnp.float32(hp["confidence"]), steps=hp["steps"], binary_search_steps=hp["binary_search_steps"],
-        abort_early=hp["abort_early"], targeted=target is not None,
+        abort_early=hp["abort_early"], targeted=target is not None, unroll=bool(unroll),
     )
 
 

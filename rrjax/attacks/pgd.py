@@ -48,6 +48,7 @@ def _pgd_one(
     spec: C.LossSpec,
     random_start: bool,
     restarts: int,
+    unroll: bool,
 ) -> jax.Array:
     """PGD for one scalar ε over a batch ``x[N,...]``; returns ``x_adv[N,...]``."""
 
@@ -63,7 +64,7 @@ def _pgd_one(
         x0 = x
         if random_start and not from_x:
             x0 = C.project(x + eps * C.random_in_ball(run_keys, x, norm), x, eps, norm)
-        return jax.lax.fori_loop(0, steps, body, x0)
+        return jax.lax.fori_loop(0, steps, body, x0, unroll=unroll)
 
     # ||p(x') - p(x)|| has a local maximum on each side (lowering or raising the predicted
     # class). From x itself the tie-breaker takes the side away from the prediction, the
@@ -89,12 +90,12 @@ def _pgd_one(
 
     x_first = run(keys, from_x=first_from_x)
     ok0, loss0 = score(x_first)
-    (best_x, _, _), _ = jax.lax.scan(restart, (x_first, ok0, loss0), jnp.arange(1, restarts))
+    (best_x, _, _), _ = jax.lax.scan(restart, (x_first, ok0, loss0), jnp.arange(1, restarts), unroll=unroll)
     return best_x
 
 
 @functools.partial(
-    jax.jit, static_argnames=("steps", "norm", "spec", "random_start", "restarts", "eps_batch_size")
+    jax.jit, static_argnames=("steps", "norm", "spec", "random_start", "restarts", "eps_batch_size", "unroll")
 )
 def _pgd_grid(
     logits_fn: Partial,
@@ -110,11 +111,12 @@ def _pgd_grid(
     random_start: bool,
     restarts: int,
     eps_batch_size: int | None,
+    unroll: bool = False,
 ) -> jax.Array:
     p_ref = jax.nn.softmax(logits_fn(x)) if spec.name == "prob_shift" else None
     single = functools.partial(
         _pgd_one, logits_fn, x, label, p_ref, keys,
-        steps=steps, norm=norm, spec=spec, random_start=random_start, restarts=restarts,
+        steps=steps, norm=norm, spec=spec, random_start=random_start, restarts=restarts, unroll=unroll,
     )
     x_adv = C.over_eps(single, eps, step, batch_size=eps_batch_size)
     if norm == "linf":
@@ -140,6 +142,7 @@ def pgd(
     confidence: float | None = None,
     shift_norm: str = "linf",
     eps_batch_size: int | None = None,
+    unroll: bool = False,
 ) -> jax.Array:
     """Projected gradient ascent inside the ε-ball (L∞ or L2) intersected with [0,1].
 
@@ -171,6 +174,11 @@ def pgd(
       confidence: optional κ for ``loss="margin"``: the margin is clipped at κ.
       shift_norm: ``"linf"``, ``"l1"`` or ``"l2"`` for ``loss="prob_shift"``.
       eps_batch_size: grid points vectorised at once (``None`` = all); bounds memory.
+      unroll: unroll the step (and restart) loop instead of compiling a while loop (static).
+        Same result; on XLA:CPU about 2-3x faster per step for convolutional detectors, at a
+        compile time that grows with ``steps``. Set
+        ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` with it, or the
+        CPU scheduler keeps every step's activations alive (see ``rrjax.attacks._common``).
 
     Returns:
       f32[N,...] for scalar ``eps``, else f32[E,N,...]. ``‖x_adv − x‖_∞ ≤ ε`` exactly in
@@ -180,6 +188,8 @@ def pgd(
       Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018.
     """
     prep = C.prepare(logits_fn, x, y, eps, key)
+    if not isinstance(unroll, (bool, np.bool_)):
+        raise ValueError(f"unroll must be True or False, got {unroll!r}")
     hp = check_hparams(steps=steps, norm=norm, rel_step_size=rel_step_size, step_size=step_size,
                        random_start=random_start, restarts=restarts, loss=loss, confidence=confidence,
                        shift_norm=shift_norm, eps_batch_size=eps_batch_size, targeted=target is not None)
@@ -194,7 +204,7 @@ def pgd(
     x_adv = _pgd_grid(
         prep.logits_fn, prep.x, label, prep.keys, prep.eps, jnp.asarray(step, jnp.float32),
         steps=hp["steps"], norm=hp["norm"], spec=spec, random_start=hp["random_start"], restarts=hp["restarts"],
-        eps_batch_size=hp["eps_batch_size"],
+        eps_batch_size=hp["eps_batch_size"], unroll=bool(unroll),
     )
     return C.finish(x_adv, prep.scalar_eps)
 

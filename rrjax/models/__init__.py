@@ -34,7 +34,7 @@ import jax
 
 from rrjax._validation import check_choice
 from rrjax.models import efficientnet, i3d, meso, video, xception
-from rrjax.models._convert import convert, strip_wrappers, unwrap_checkpoint
+from rrjax.models._convert import convert, export, strip_wrappers, unwrap_checkpoint
 from rrjax.models.base import Detector
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "get_model",
     "default_input_shape",
     "from_torch",
+    "to_torch",
     "torch_layouts",
     "convert_file",
 ]
@@ -146,10 +147,18 @@ def from_torch(
         loaded partially.
     """
     detector = get_model(name, **config)
+    layers, ignore = _torch_layers(name, detector, layout)
+    abstract = jax.eval_shape(detector.init, jax.random.key(0))
+    sd = strip_wrappers(unwrap_checkpoint(state_dict))
+    return convert(sd, layers, abstract, model=name, ignore=ignore)
+
+
+def _torch_layers(name: str, detector: Detector, layout: str | None) -> tuple[list, tuple[str, ...]]:
+    """The PyTorch layout description of ``detector`` (registry ``name``) and its ignore list."""
     layouts = torch_layouts(name)
     if not layouts:
         importable = [n for n in MODELS if torch_layouts(n)]
-        raise ValueError(f"{name!r} has no PyTorch layout to import; importable models: {importable}")
+        raise ValueError(f"{name!r} has no PyTorch layout to import or export; importable models: {importable}")
     layout = layouts[0] if layout is None else check_choice(layout, layouts, name="layout")
     frame = _frame_name(name)
     family = _TORCH_FAMILIES[frame]
@@ -160,9 +169,50 @@ def from_torch(
         layers, ignore = family.torch_layout(frame, layout)
     if frame != name:
         layers = [type(layer)(layer.torch, ("frame_model",) + layer.flax, layer.kind) for layer in layers]
+    return layers, ignore
+
+
+def to_torch(name: str, variables: Mapping[str, Any], *, layout: str | None = None, **config: Any) -> dict[str, Any]:
+    """Exports the Flax variables of a registered detector as a PyTorch state dict.
+
+    The inverse of :func:`from_torch`: ``from_torch(name, to_torch(name, v, **c), **c)``
+    returns ``v``, and the result loads strictly into the matching PyTorch reference
+    network (``rrjax.models.torch_refs``; e.g. ``Meso4Ref`` for ``meso4`` with
+    ``batchnorm="shared"``). Keys are the layout's plain module names (no wrapper prefix);
+    ``<frame>_video`` exports its frame model. A separate-BatchNorm MesoNet exports only
+    when each pair of BatchNorms that DeepfakeBench shares holds identical values (as after
+    an import); otherwise the PyTorch network cannot represent it and ``ValueError`` says so.
+
+    Args:
+      name: registry name.
+      variables: ``{"params": ..., "batch_stats": ...}`` of ``get_model(name, **config)``.
+      layout: one of ``torch_layouts(name)``; default the first.
+      **config: the detector's keyword arguments (as for :func:`get_model`).
+
+    Returns:
+      ``{name: torch.Tensor}`` (float32; ``num_batches_tracked`` int64).
+
+    Raises:
+      ValueError: no layout for this model, unknown layout, variables that do not match
+        the model's structure, or shared modules with different values.
+      ImportError: PyTorch is not installed.
+    """
+    detector = get_model(name, **config)
+    layers, _ = _torch_layers(name, detector, layout)
     abstract = jax.eval_shape(detector.init, jax.random.key(0))
-    sd = strip_wrappers(unwrap_checkpoint(state_dict))
-    return convert(sd, layers, abstract, model=name, ignore=ignore)
+    want = jax.tree_util.tree_map(lambda a: tuple(a.shape), abstract)
+    got = jax.tree_util.tree_map(lambda a: tuple(getattr(a, "shape", ())), dict(variables))
+    if want != got:
+        raise ValueError(
+            f"variables do not match {name} with config {dict(detector.config)}: expected the "
+            "structure and shapes of get_model(name, **config).init(key)"
+        )
+    arrays = export(variables, layers, model=name)
+    try:
+        import torch
+    except ImportError as e:  # torch is an optional dependency
+        raise ImportError("to_torch needs PyTorch: pip install 'rrjax[torch]'") from e
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def convert_file(

@@ -20,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TorchLayer", "convert", "strip_wrappers", "unwrap_checkpoint", "to_numpy"]
+__all__ = ["TorchLayer", "convert", "export", "strip_wrappers", "unwrap_checkpoint", "to_numpy"]
 
 # Prefixes that wrappers add in front of every key: DataParallel / DDP ("module."),
 # DeepfakeBench detectors ("backbone."), FaceForensics++'s TransferModel ("model.").
@@ -263,3 +263,66 @@ def convert(
             gap = sorted("/".join(p) for p in want_paths ^ got_paths)
             raise RuntimeError(f"layout of {model} does not cover the Flax {collection} exactly: {gap}")
     return {c: t for c, t in out.items() if t or c == "params"}
+
+
+def _from_flax(kind: str, field: str, value: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_to_flax`: one Flax leaf in the PyTorch layout."""
+    if kind == "conv" and field == "weight":
+        return np.transpose(value, (value.ndim - 1, value.ndim - 2) + tuple(range(value.ndim - 2)))
+    if kind == "linear" and field == "weight":
+        return value.T
+    return value
+
+
+def export(variables: Mapping[str, Any], layers: Sequence[TorchLayer], *, model: str) -> dict[str, np.ndarray]:
+    """The inverse of :func:`convert`: a PyTorch-layout state dict (NumPy float32 arrays).
+
+    Each layer is written under its first PyTorch prefix candidate. Several Flax modules fed
+    by one PyTorch module (a separate-BatchNorm MesoNet imported from DeepfakeBench's shared
+    layout) must hold identical values, since the PyTorch network has only one.
+
+    Args:
+      variables: ``{"params": ..., "batch_stats": ...}`` of the model.
+      layers: the layout description of the model (as for :func:`convert`).
+      model: registry name, for error messages.
+
+    Returns:
+      ``{name: f32 array}``; BatchNorm modules also get ``num_batches_tracked`` (int64 0),
+      so ``module.load_state_dict`` accepts the dict strictly.
+
+    Raises:
+      ValueError: a Flax leaf the layout names is missing, or modules that share one
+        PyTorch module hold different values.
+    """
+    trees = {"params": variables.get("params", {}), "batch_stats": variables.get("batch_stats", {})}
+    out: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    missing: list[str] = []
+    for layer in layers:
+        prefix = layer.torch[0]
+        if layer.kind == "bn":
+            fields = dict(_BN_KEYS)
+        else:
+            fields = {"weight": ("params", "kernel")}
+            if _get(trees["params"], layer.flax + ("bias",)) is not None:
+                fields["bias"] = ("params", "bias")
+        for field, (collection, leaf) in fields.items():
+            path = "/".join((collection,) + layer.flax + (leaf,))
+            value = _get(trees[collection], layer.flax + (leaf,))
+            if value is None:
+                missing.append(path)
+                continue
+            key = f"{prefix}.{field}"
+            arr = np.array(_from_flax(layer.kind, field, np.asarray(value, np.float32)), order="C", copy=True)
+            if key in out and not np.array_equal(out[key], arr):
+                raise ValueError(
+                    f"cannot export {model!r} to the PyTorch layout: {path} and {source[key]} both map "
+                    f"to the single PyTorch tensor {key!r} but hold different values (a model trained "
+                    "with separate modules has no exact PyTorch counterpart in this layout)"
+                )
+            out[key], source[key] = arr, path
+        if layer.kind == "bn":
+            out[f"{prefix}.num_batches_tracked"] = np.zeros((), np.int64)
+    if missing:
+        raise ValueError(f"cannot export {model!r}: the variables lack {len(missing)} leaves: {missing}")
+    return out
