@@ -154,9 +154,15 @@ def test_parse_grid_and_attacks():
     assert [a.name for a in specs] == ["fgsm", "pgd", "cw_l2"]
     assert specs[1].kwargs["steps"] == 7 and specs[1].kwargs["random_start"] is False
     assert specs[1].threat_norm == "l2" and specs[2].threat_norm == "l2" and specs[0].threat_norm == "linf"
+    # unroll is an execution choice: the default stays out of the configuration (cell ids of
+    # earlier sweeps stay valid); unroll=true is recorded.
+    assert all("unroll" not in a.kwargs for a in specs)
+    fast = S.parse_attacks("pgd(steps=3,unroll=true),cw_bounded(unroll=true),cw_l2(abort_early=false,unroll=true)")
+    assert all(a.kwargs["unroll"] is True for a in fast)
     for bad, msg in [("deepfool", "unknown attack 'deepfool'"), ("pgd(stepz=3)", "no hyperparameter"),
                      ("pgd(steps)", "is not k=v"), ("pgd((", "malformed"), ("fgsm,fgsm", "twice"),
-                     ("pgd(target=1)", "per-sample data")]:
+                     ("pgd(target=1)", "per-sample data"), ("pgd(unroll=2)", "unroll must be True or False"),
+                     ("cw_l2(unroll=true)", "abort_early=False")]:
         with pytest.raises(ValueError, match=msg):
             S.parse_attacks(bad)
 

@@ -103,5 +103,9 @@ def resolve_hparams(name: str, **hparams: Any) -> dict[str, Any]:
         resolved.pop("shift_norm", None)  # only the probability-shift loss reads it
     if name == "cw_bounded":
         resolved.pop("loss", None)
+    if not resolved.get("unroll", True):
+        # An execution choice with the same result: the default stays out of configurations (and
+        # so out of sweep cell ids); unroll=True is recorded, its float rounding may differ.
+        resolved.pop("unroll")
     return resolved
 

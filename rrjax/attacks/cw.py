@@ -157,11 +157,14 @@ def _cw_l2(
 
 def check_hparams(
     *, steps: Any, binary_search_steps: Any, learning_rate: Any, initial_const: Any, confidence: Any,
-    abort_early: Any,
+    abort_early: Any, unroll: Any = False,
 ) -> dict[str, Any]:
     """Validates CW-L2's hyperparameters on the host; returns them normalised (ValueError on misuse)."""
-    if not isinstance(abort_early, (bool, np.bool_)):
-        raise ValueError(f"abort_early must be True or False, got {abort_early!r}")
+    for flag, value in (("abort_early", abort_early), ("unroll", unroll)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if unroll and abort_early:
+        raise ValueError("unroll=True needs a fixed step count: pass abort_early=False as well")
     return {
         "steps": V.check_int(steps, name="steps", minimum=1),
         "binary_search_steps": V.check_int(binary_search_steps, name="binary_search_steps", minimum=1),
@@ -169,6 +172,7 @@ def check_hparams(
         "initial_const": V.check_number(initial_const, name="initial_const", lower=0.0, strict=True),
         "confidence": V.check_number(confidence, name="confidence", lower=0.0),
         "abort_early": bool(abort_early),
+        "unroll": bool(unroll),
     }
 
 
@@ -214,16 +218,13 @@ def cw_l2_minimal(
     """
     prep = C.prepare(logits_fn, x, y, 0.0, key if key is not None else jax.random.key(0))
     hp = check_hparams(steps=steps, binary_search_steps=binary_search_steps, learning_rate=learning_rate,
-                       initial_const=initial_const, confidence=confidence, abort_early=abort_early)
+                       initial_const=initial_const, confidence=confidence, abort_early=abort_early,
+                       unroll=unroll)
     label = prep.y if target is None else C.prepare_target(target, prep)
-    if not isinstance(unroll, (bool, np.bool_)):
-        raise ValueError(f"unroll must be True or False, got {unroll!r}")
-    if unroll and hp["abort_early"]:
-        raise ValueError("unroll=True needs a fixed step count: pass abort_early=False as well")
     return _cw_l2(
         prep.logits_fn, prep.x, label, jnp.float32(hp["learning_rate"]), jnp.float32(hp["initial_const"]),
         jnp.float32(hp["confidence"]), steps=hp["steps"], binary_search_steps=hp["binary_search_steps"],
-        abort_early=hp["abort_early"], targeted=target is not None, unroll=bool(unroll),
+        abort_early=hp["abort_early"], targeted=target is not None, unroll=hp["unroll"],
     )
 
 

@@ -188,11 +188,10 @@ def pgd(
       Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018.
     """
     prep = C.prepare(logits_fn, x, y, eps, key)
-    if not isinstance(unroll, (bool, np.bool_)):
-        raise ValueError(f"unroll must be True or False, got {unroll!r}")
     hp = check_hparams(steps=steps, norm=norm, rel_step_size=rel_step_size, step_size=step_size,
                        random_start=random_start, restarts=restarts, loss=loss, confidence=confidence,
-                       shift_norm=shift_norm, eps_batch_size=eps_batch_size, targeted=target is not None)
+                       shift_norm=shift_norm, eps_batch_size=eps_batch_size, unroll=unroll,
+                       targeted=target is not None)
     spec = C.loss_spec(hp["loss"], targeted=target is not None, confidence=hp["confidence"], shift_norm=hp["shift_norm"])
     eps_np = np.asarray(prep.eps)
     if hp["step_size"] is not None:
@@ -204,19 +203,20 @@ def pgd(
     x_adv = _pgd_grid(
         prep.logits_fn, prep.x, label, prep.keys, prep.eps, jnp.asarray(step, jnp.float32),
         steps=hp["steps"], norm=hp["norm"], spec=spec, random_start=hp["random_start"], restarts=hp["restarts"],
-        eps_batch_size=hp["eps_batch_size"], unroll=bool(unroll),
+        eps_batch_size=hp["eps_batch_size"], unroll=hp["unroll"],
     )
     return C.finish(x_adv, prep.scalar_eps)
 
 
 def check_hparams(
     *, steps: Any, norm: Any, rel_step_size: Any, step_size: Any, random_start: Any, restarts: Any, loss: Any,
-    confidence: Any, shift_norm: Any, eps_batch_size: Any, targeted: bool = False,
+    confidence: Any, shift_norm: Any, eps_batch_size: Any, unroll: Any = False, targeted: bool = False,
 ) -> dict[str, Any]:
     """Validates PGD's hyperparameters on the host; returns them normalised (ValueError on misuse)."""
     V.check_choice(norm, C.NORMS, name="norm")
-    if not isinstance(random_start, (bool, np.bool_)):
-        raise ValueError(f"random_start must be True or False, got {random_start!r}")
+    for flag, value in (("random_start", random_start), ("unroll", unroll)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
     C.loss_spec(loss, targeted=targeted, confidence=confidence, shift_norm=shift_norm)
     if step_size is not None and rel_step_size is not None:
         raise ValueError("pass either step_size (absolute) or rel_step_size (multiple of eps), not both")
@@ -231,6 +231,7 @@ def check_hparams(
         "confidence": None if confidence is None else V.check_number(confidence, name="confidence", lower=0.0),
         "shift_norm": shift_norm,
         "eps_batch_size": None if eps_batch_size is None else V.check_int(eps_batch_size, name="eps_batch_size", minimum=1),
+        "unroll": bool(unroll),
     }
 
 
