@@ -287,7 +287,11 @@ def binomial_ci(
         z = stats.norm.ppf(1.0 - alpha / 2.0)
         centre = (k + z * z / 2.0) / (n + z * z)
         half = z / (n + z * z) * np.sqrt(k * (n - k) / n + z * z / 4.0)
-        lo, hi = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+        # Exactly, the interval contains k/n and reaches 0 (1) at k = 0 (n); in floating point
+        # centre - half can come out as 3e-18 at k = 0, so both facts are imposed.
+        p = k / n
+        lo = np.where(k == 0, 0.0, np.clip(np.minimum(centre - half, p), 0.0, 1.0))
+        hi = np.where(k == n, 1.0, np.clip(np.maximum(centre + half, p), 0.0, 1.0))
     else:
         with np.errstate(invalid="ignore"):
             lo = np.where(k > 0, stats.beta.ppf(alpha / 2.0, k, n - k + 1), 0.0)

@@ -442,7 +442,7 @@ def rr_ra_figure(
         ax.plot(t, [r["rr"] for r in mrows], color=color, marker=marker, ms=5, lw=2, gid=f"rr:{model}", label=model)
         ra, ra_lo, ra_hi = mrows[0]["ra"], mrows[0]["ra_lo"], mrows[0]["ra_hi"]
         ax_ra.plot([lo_t, hi_t], [ra, ra], color=color, ls="--", lw=1.6, gid=f"ra:{model}")
-        bar = ax_ra.errorbar([hi_t + step * (k + 1)], [ra], yerr=[[ra - ra_lo], [ra_hi - ra]], fmt=marker,
+        bar = ax_ra.errorbar([hi_t + step * (k + 1)], [ra], yerr=[[max(ra - ra_lo, 0.0)], [max(ra_hi - ra, 0.0)]], fmt=marker,
                              color=color, ms=6, capsize=3, lw=1.5)
         bar.lines[0].set_gid(f"ra_marker:{model}")
         for seg in bar.lines[2]:

@@ -204,15 +204,32 @@ def parse_grid(spec: str | Sequence[float], *, name: str) -> np.ndarray:
     return V.as_grid(values, name=name, lower=0.0)[0]
 
 
+def _unrollable(attack: AttackSpec) -> bool:
+    if attack.name in ("pgd", "cw_bounded"):
+        return True
+    return attack.name == "cw_l2" and attack.kwargs.get("abort_early") is False
+
+
+def _loop_length(attack: AttackSpec) -> int:
+    """Iterations an unrolled program would contain."""
+    kw = attack.kwargs
+    return int(kw.get("steps", 1)) * int(kw.get("restarts", 1)) * int(kw.get("binary_search_steps", 1))
+
+
 _ATTACK_ITEM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
 
 
-def parse_attacks(spec: str) -> list[AttackSpec]:
+def parse_attacks(spec: str, *, unroll_max_steps: float = 0) -> list[AttackSpec]:
     """Parses ``"fgsm,pgd(steps=10,norm=l2),cw_l2(steps=200,eps=0:2:9)"`` into attack specs.
 
     Values are parsed like flag values (``rrjax.cli.parse_value``); ``eps=start:stop:num``
     gives the attack its own ε grid. Every hyperparameter is validated here, so a sweep never
     fails later on its configuration.
+
+    ``unroll_max_steps``: attacks that can unroll their step loop (PGD, ε-bounded CW, CW-L2
+    without early abort) and run at most this many steps (× restarts / search rounds) get
+    ``unroll=True`` unless the text sets ``unroll`` itself (faster on XLA:CPU; see
+    ``rrjax.attacks.pgd``). 0 (default): never.
 
     Raises ``ValueError`` for unknown attacks (listing valid ones), unknown hyperparameters,
     invalid values and malformed text.
@@ -232,7 +249,10 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
                 raise ValueError(f"attack {name!r}: {item.strip()!r} is not k=v")
             k, v = item.split("=", 1)
             params[k.strip()] = v.strip() if k.strip() == "eps" else cli.parse_value(v)
-        out.append(AttackSpec.make(name, **params))
+        made = AttackSpec.make(name, **params)
+        if "unroll" not in params and _unrollable(made) and _loop_length(made) <= unroll_max_steps:
+            made = AttackSpec.make(name, **params, unroll=True)
+        out.append(made)
         pos = m.end()
     names = [(a.name, a.params, a.eps) for a in out]
     if len(set(names)) != len(names):

@@ -96,6 +96,16 @@ def test_wilson_and_clopper_pearson_against_published_values():
     np.testing.assert_allclose(cp[1], [0.1871, 0.8129], atol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["wilson", "clopper_pearson"])
+def test_interval_contains_the_estimate_and_ends_exactly_at_0_and_1(method):
+    # Float rounding put Wilson's lower bound for 0/64 at 3.5e-18 > 0 (a negative error bar).
+    for n in (1, 7, 64, 96, 500, 1001):
+        k = np.arange(n + 1)
+        ci = M.binomial_ci(k, n, method=method)
+        assert np.all(ci[:, 0] <= k / n) and np.all(k / n <= ci[:, 1])
+        assert ci[0, 0] == 0.0 and ci[-1, 1] == 1.0
+
+
 def test_clopper_pearson_coverage_is_at_least_nominal():
     rng = np.random.default_rng(1)
     n, p = 40, 0.83

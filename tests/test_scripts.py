@@ -39,6 +39,8 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = records.load_records(out)
     assert len(rows) == 2 * 3 * 5 and {r["model"] for r in rows} == {"m"} and rows[0]["n"] == 6
+    # --unroll=auto on the CPU backend: PGD's short loop is unrolled, and the records say so.
+    assert {r["attack_params"].get("unroll") for r in rows if r["attack"] == "pgd"} == {True}
     assert rows[0]["checkpoint_sha256"] == json.loads((tiny_checkpoint / "metadata.json").read_text())["content_sha256"]
     assert "records:" in res.stdout and "figures:" in res.stdout
     assert any((out / "figures").glob("rr_ra_*.png"))

@@ -159,6 +159,11 @@ def test_parse_grid_and_attacks():
     assert all("unroll" not in a.kwargs for a in specs)
     fast = S.parse_attacks("pgd(steps=3,unroll=true),cw_bounded(unroll=true),cw_l2(abort_early=false,unroll=true)")
     assert all(a.kwargs["unroll"] is True for a in fast)
+    # What --unroll=auto asks for: short loops of attacks that can unroll, unless set explicitly.
+    auto = S.parse_attacks("fgsm,pgd(steps=10),pgd(steps=60),pgd(steps=5,unroll=false),pgd(steps=10,restarts=6),"
+                           "cw_l2,cw_l2(abort_early=false,steps=5,binary_search_steps=2),cw_bounded(steps=50)",
+                           unroll_max_steps=50)
+    assert [a.kwargs.get("unroll", False) for a in auto] == [False, True, False, False, False, False, True, True]
     for bad, msg in [("deepfool", "unknown attack 'deepfool'"), ("pgd(stepz=3)", "no hyperparameter"),
                      ("pgd(steps)", "is not k=v"), ("pgd((", "malformed"), ("fgsm,fgsm", "twice"),
                      ("pgd(target=1)", "per-sample data"), ("pgd(unroll=2)", "unroll must be True or False"),
