@@ -183,3 +183,42 @@ def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=None) as e:
         call()
     assert message in str(e.value)
+
+
+def test_linearity_bootstrap_against_hand_built_shift_distributions():
+    tol = np.linspace(0.0, 1.0, 11)
+    # Shifts spread evenly over (0, 1]: RR(b) = b exactly, a straight line (R² = 1).
+    even = (np.arange(1, 1001) / 1000.0).astype(np.float32)
+    # Half the samples unmoved, half moved by 1: RR = 0.5 until b = 1, then 1.
+    bimodal = np.r_[np.zeros(500), np.ones(500)].astype(np.float32)
+    res = M.linearity_bootstrap(even, bimodal, tol, n_boot=500, seed=1)
+    rr_bimodal = np.r_[np.full(10, 0.5), 1.0]
+    slope, icpt = np.polyfit(tol, rr_bimodal, 1)  # R² by an independent least-squares fit
+    r2_bimodal = 1 - np.sum((rr_bimodal - (slope * tol + icpt)) ** 2) / np.sum((rr_bimodal - rr_bimodal.mean()) ** 2)
+    np.testing.assert_allclose(res.r2_a, 1.0, atol=1e-6)
+    np.testing.assert_allclose(res.r2_b, r2_bimodal, atol=1e-9)
+    assert res.r2_a_ci[0] > 0.99 and res.r2_a_ci[1] <= 1.0 + 1e-12
+    assert res.r2_b_ci[0] <= r2_bimodal <= res.r2_b_ci[1]
+    assert res.diff_ci[0] > 0.5  # clearly more linear, and the CI says so
+    # Point estimates agree with tolerance_linearity on the RR curve.
+    rr = (even[None, :] <= tol[:, None].astype(np.float32)).mean(1)
+    assert res.r2_a == pytest.approx(M.tolerance_linearity(tol, rr)[0], abs=1e-9)
+    # Two samples from the same distribution: the difference CI covers 0.
+    rng = np.random.default_rng(0)
+    same = M.linearity_bootstrap(rng.beta(0.5, 0.5, 400), rng.beta(0.5, 0.5, 300), tol, n_boot=500)
+    assert same.diff_ci[0] <= 0.0 <= same.diff_ci[1]
+    # Nothing moved: RR is constant, R² is defined as 1.
+    assert M.linearity_bootstrap(np.zeros(5), even, tol, n_boot=10).r2_a == 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(shift_a=np.array([0.1, np.nan])), "shift_a must be a non-empty 1-D array of finite shifts"),
+    (dict(shift_b=np.zeros((2, 2))), "shift_b must be"),
+    (dict(tolerance=[0.5, 0.1]), "tolerance must be 1-D, increasing"),
+    (dict(n_boot=0), "n_boot"),
+])
+def test_linearity_bootstrap_rejects_bad_input(kwargs, message):
+    args = dict(shift_a=np.array([0.1, 0.2]), shift_b=np.array([0.3]), tolerance=[0.0, 0.5, 1.0])
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        M.linearity_bootstrap(args.pop("shift_a"), args.pop("shift_b"), args.pop("tolerance"), **args)

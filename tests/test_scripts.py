@@ -32,26 +32,30 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     out = tmp_path / "sweep"
-    res = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images",
+    res = _run("sweep.py", f"--models=m={tiny_checkpoint},n={tiny_checkpoint}", "--dataset=synthetic_images",
                f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
                "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
                "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = records.load_records(out)
-    assert len(rows) == 2 * 3 * 5 and {r["model"] for r in rows} == {"m"} and rows[0]["n"] == 6
+    assert len(rows) == 2 * 2 * 3 * 5 and {r["model"] for r in rows} == {"m", "n"} and rows[0]["n"] == 6
     # --unroll=auto on the CPU backend: PGD's short loop is unrolled, and the records say so.
     assert {r["attack_params"].get("unroll") for r in rows if r["attack"] == "pgd"} == {True}
     assert rows[0]["checkpoint_sha256"] == json.loads((tiny_checkpoint / "metadata.json").read_text())["content_sha256"]
     assert "records:" in res.stdout and "figures:" in res.stdout
     assert any((out / "figures").glob("rr_ra_*.png"))
-    again = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images",
+    again = _run("sweep.py", f"--models=m={tiny_checkpoint},n={tiny_checkpoint}", "--dataset=synthetic_images",
                  f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
                  "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
                  "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--figures=false")
     assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
-    report = _run("report.py", f"--sweep={out}")
+    report = _run("report.py", f"--sweep={out}", "--linearity_eps=0.05")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "## Linearity of RR in the tolerance" in report.stdout and "| m | synthetic_images | pgd (L∞, 2 steps) |" in report.stdout
+    # Two labels of one checkpoint: identical per-sample shifts, so the R² difference is 0.
+    assert "| pgd (L∞, 2 steps) | 0.05 | m (synthetic_images) | n (synthetic_images) |" in report.stdout
+    line = next(l for l in report.stdout.splitlines() if l.startswith("| pgd (L∞, 2 steps) | 0.05 | m"))
+    assert "| +0.000 [" in line
 
 
 def test_sweep_script_two_processes_match_one(tiny_checkpoint, tmp_path):

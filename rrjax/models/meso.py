@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from rrjax.models._convert import TorchLayer
 from rrjax._validation import check_choice
-from rrjax.models._layers import batch_norm, config_tuple, image_size_arg, normalise, rate_arg
+from rrjax.models._layers import batch_norm, config_tuple, image_size_arg, max_pool_2d, normalise, rate_arg
 from rrjax.models.base import Detector
 
 __all__ = ["Meso4", "MesoInception4", "meso4", "meso_inception4", "torch_layout", "LAYOUTS", "BATCHNORM_MODES"]
@@ -57,7 +57,7 @@ def _conv(features: int, kernel: int, name: str, dilation: int = 1) -> nn.Conv:
 
 
 def _pool(x: jax.Array, k: int) -> jax.Array:
-    return nn.max_pool(x, (k, k), strides=(k, k))
+    return max_pool_2d(x, k)
 
 
 class _MesoHead(nn.Module):
