@@ -42,7 +42,7 @@ demo: $(BASE_STAMP)
 DEMO_IMAGES ?= 64
 DEMO_CLIPS ?= 16
 
-# The same job at a size for the README's comparison (~40 min on 2 CPU cores).
+# The same job at a size for the README's comparison (~17 min on 2 CPU cores).
 paper: $(BASE_STAMP)
 	$(MAKE) demo DEMO_OUT=outputs/paper DEMO_IMAGES=500 DEMO_CLIPS=200 DEMO_FLAGS=--figure_formats=png,pdf \
 	  DEMO_EPS=0,0.0005,0.001,0.002,0.004,0.008,0.016,0.05,0.1,0.2

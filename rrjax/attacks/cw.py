@@ -149,7 +149,13 @@ def _cw_l2(
         jnp.full((n,), initial_const, x.dtype), jnp.zeros((n,), x.dtype), jnp.full((n,), _NO_UPPER, x.dtype),
         x, jnp.full((n,), jnp.finfo(x.dtype).max), clean_adv,
     )
-    _, _, _, best_x, _, found = jax.lax.fori_loop(0, binary_search_steps, search_round, state, unroll=unroll)
+    if unroll:  # a Python loop: a while loop around the rounds (even one trip) would put the
+        # unrolled steps back inside a loop body, where XLA:CPU's input-gradient convs are slow
+        for r in range(binary_search_steps):
+            state = search_round(r, state)
+    else:
+        state = jax.lax.fori_loop(0, binary_search_steps, search_round, state)
+    _, _, _, best_x, _, found = state
     best_x = jnp.where(C._bcast(clean_adv, x), x, jnp.clip(best_x, 0.0, 1.0))
     distance = jnp.where(found, C.l2_norm(best_x - x), jnp.inf)
     return CWResult(best_x, distance, found)

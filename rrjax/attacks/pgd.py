@@ -90,8 +90,14 @@ def _pgd_one(
 
     x_first = run(keys, from_x=first_from_x)
     ok0, loss0 = score(x_first)
-    (best_x, _, _), _ = jax.lax.scan(restart, (x_first, ok0, loss0), jnp.arange(1, restarts), unroll=unroll)
-    return best_x
+    carry = (x_first, ok0, loss0)
+    if unroll:  # a Python loop: a scan around the restarts would put the unrolled steps back
+        # inside a loop body, where XLA:CPU's input-gradient convs are slow
+        for r in range(1, restarts):
+            carry, _ = restart(carry, jnp.int32(r))
+    else:
+        carry, _ = jax.lax.scan(restart, carry, jnp.arange(1, restarts))
+    return carry[0]
 
 
 @functools.partial(
