@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -65,6 +66,9 @@ def test_eps_grid_and_logit_offset(bench):
 def test_peak_rss_sees_a_transient_allocation(bench):
     def alloc():
         a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched, then freed
+        # Held while the GIL is free, as XLA and PyTorch hold theirs while they compute (np.ones
+        # and sum may keep the GIL for their whole run, leaving the sampler thread no turn).
+        time.sleep(0.1)
         return float(a.sum())
 
     before, peak = bench.peak_rss_during(alloc)
