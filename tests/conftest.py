@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import pathlib
+import sys
 
 import flax.linen as nn
 import jax
@@ -132,3 +135,16 @@ def tiny_detector(shape=(8, 8, 3), seed=0, name="tiny"):
         lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype), stats
     )
     return det, variables
+
+
+def load_script(stem: str):
+    """``experiments/<stem>.py`` as a module, loaded once per session (absl flags are global;
+    the scripts define theirs at import or only under ``__main__``)."""
+    name = f"rrjax_experiments_{stem}"
+    if name not in sys.modules:
+        path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{stem}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -4,7 +4,6 @@ The benchmark's timings and targets are checked by the benchmark itself (BENCHMA
 here: these tests only check that the script runs and that what it compares is the same work.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ import torch
 
 from rrjax import models
 from rrjax.models import torch_refs as R
+from tests.conftest import load_script
 from tests.models.helpers import random_variables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,13 +27,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def bench():
     """The script as a module (it defines its absl flags only when run as a script)."""
-    name = "rrjax_experiments_bench"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / "bench.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return load_script("bench")
 
 
 def test_ra_match_allows_exactly_one_sample(bench):

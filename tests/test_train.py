@@ -14,6 +14,7 @@ import pytest
 
 from rrjax import checkpoints, train
 from rrjax.models.base import Detector
+from tests.conftest import load_script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -273,15 +274,7 @@ def test_data_parallel_on_8_devices_matches_1_device_and_padding_is_inert():
 @pytest.fixture(scope="module")
 def script():
     """experiments/train.py as a module (absl flags are global: load it once per session)."""
-    import importlib.util
-
-    name = "rrjax_experiments_train"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / "train.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script("train")
 
 
 def test_script_trains_evaluates_and_exports_with_provenance(tmp_path, script):
