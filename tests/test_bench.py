@@ -5,6 +5,7 @@ here: these tests only check that the script runs and that what it compares is t
 """
 
 import json
+import mmap
 import os
 import pathlib
 import subprocess
@@ -59,11 +60,14 @@ def test_eps_grid_and_logit_offset(bench):
 
 def test_peak_rss_sees_a_transient_allocation(bench):
     def alloc():
-        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched, then freed
-        # Held while the GIL is free, as XLA and PyTorch hold theirs while they compute (np.ones
-        # and sum may keep the GIL for their whole run, leaving the sampler thread no turn).
-        time.sleep(0.1)
-        return float(a.sum())
+        # A fresh anonymous mapping, every page touched: 64 MiB of new resident memory whatever
+        # the allocator keeps cached (np.ones in a long test session reused freed memory).
+        # Held while the GIL is free, as XLA and PyTorch hold it while they compute.
+        size = 64 * 2**20
+        with mmap.mmap(-1, size) as m:
+            for i in range(0, size, mmap.PAGESIZE):
+                m[i] = 1
+            time.sleep(0.1)
 
     before, peak = bench.peak_rss_during(alloc)
     assert peak - before > 48, (before, peak)
