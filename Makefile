@@ -31,7 +31,7 @@ DEMO_COMMON = --out_dir=$(DEMO_OUT) --data_dir=$(DEMO_DATA) --tolerance=0:1:21 -
 DEMO_FLAGS ?= --figure_formats=png
 
 demo: $(BASE_STAMP)
-	$(BIN)/python experiments/sweep.py $(DEMO_COMMON) --figures=false \
+	$(BIN)/python experiments/sweep.py $(DEMO_COMMON) \
 	  --models=checkpoints/meso4,checkpoints/meso_inception4 --dataset=synthetic_images \
 	  --dataset_config=image_size=64 --dataset_config=train_size=0 --dataset_config=validation_size=0 \
 	  --dataset_config=test_size=$(DEMO_IMAGES) --num_samples=$(DEMO_IMAGES)

@@ -52,9 +52,10 @@ def main(argv: Sequence[str]) -> None:
         fail(str(e))
     comp_path = out / "comparisons.jsonl"
     comps = [json.loads(line) for line in comp_path.read_text().splitlines()] if comp_path.exists() else []
-    def variant(r):  # everything but the model and ε that defines an RA/RR curve
+    def variant(r):  # everything but the model and ε that defines an RA/RR curve (n: runs on
+        # other sample sets can share a directory)
         return (r["dataset"], r["split"], r["attack"], records.canonical_json(r["attack_params"]), r["seed"],
-                r["shift_norm"])
+                r["shift_norm"], r["n"])
 
     ra = {(r["model"],) + variant(r) + (r["eps"],): r["ra"] for r in rows}
 
@@ -66,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
         if c["eps"] == 0:
             continue
         v = (c["dataset"], c["split"], c["attack"], records.canonical_json(c["attack_params"]), c["seed"],
-             c["shift_norm"])
+             c["shift_norm"], c["n"])
         ra_a, ra_b = ra[(c["model_a"],) + v + (c["eps"],)], ra[(c["model_b"],) + v + (c["eps"],)]
         cells = []
         for t in tols:
@@ -78,8 +79,8 @@ def main(argv: Sequence[str]) -> None:
               f"{ra_b:.3f} | {c['mcnemar_p']:.3g} | " + " | ".join(cells) + " |")
 
     print("\n## Linearity of RR in the tolerance (ε > 0)\n")
-    print("| model | dataset | attack | mean R² over ε | min R² | mean max gap to chord |")
-    print("|---|---|---|---|---|---|")
+    print("| model | dataset | attack | n | mean R² over ε | min R² | mean max gap to chord |")
+    print("|---|---|---|---|---|---|---|")
     groups: dict[tuple, dict[float, list]] = {}
     for r in rows:
         if r["eps"] > 0:
@@ -88,10 +89,13 @@ def main(argv: Sequence[str]) -> None:
         fits = []
         for eps, rs in sorted(groups[key].items()):
             rs = sorted(rs, key=lambda r: r["tolerance"])
+            if len({r["tolerance"] for r in rs}) != len(rs):
+                fail(f"{out} holds two sample sets of the same size for {key[0]} / {key[3]} at eps={eps:g} "
+                     "(runs with another --sample_seed or data source); report one run per directory")
             fits.append(metrics.tolerance_linearity(np.array([r["tolerance"] for r in rs]), np.array([r["rr"] for r in rs])))
         r2 = np.array([f[0] for f in fits])
         gap = np.array([f[1] for f in fits])
-        print(f"| {key[0]} | {key[1]} | {_label(key[3], json.loads(key[4]))} | {r2.mean():.3f} | {r2.min():.3f} | "
+        print(f"| {key[0]} | {key[1]} | {_label(key[3], json.loads(key[4]))} | {key[7]} | {r2.mean():.3f} | {r2.min():.3f} | "
               f"{gap.mean():.3f} |")
 
     if lin_eps:

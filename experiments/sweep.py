@@ -157,7 +157,11 @@ def main(argv: Sequence[str]) -> None:
     written = []
     if FLAGS.figures:
         try:
-            written = plots.save_all(out, formats=tuple(FLAGS.figure_formats))
+            # This run's cells only: the directory may hold other runs (another sample count,
+            # grid or seed), whose rows would make a figure ambiguous.
+            written = plots.save_all(out, formats=tuple(FLAGS.figure_formats),
+                                     cells=[c for shape, group in groups.items()
+                                            for c in S.cell_ids(group, datasets[shape], attacks, settings)])
         except ValueError as e:
             cli.fail(str(e))
     print(f"records:     {out / 'records.csv'} (and records.jsonl)")

@@ -47,7 +47,7 @@ import math
 import os
 import pathlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib as mpl
@@ -105,6 +105,16 @@ def _styled(fn: Callable) -> Callable:
 
 
 # ------------------------------------------------------------------------------- selection
+
+def _only_cells(rows: list[dict], cells: Collection[str] | None) -> list[dict]:
+    if cells is None:
+        return rows
+    keep = set(cells)
+    rows = [r for r in rows if r["cell"] in keep]
+    if not rows:
+        raise ValueError(f"the records hold none of the {len(keep)} requested cells")
+    return rows
+
 
 def _as_rows(records: Any) -> list[dict]:
     if isinstance(records, (str, os.PathLike)):
@@ -763,6 +773,7 @@ def shift_histograms(
     bins: int = 40,
     styles: Mapping[str, tuple[str, str]] | None = None,
     figsize: tuple[float, float] | None = None,
+    cells: Collection[str] | None = None,
 ) -> Figure:
     """Histograms of the per-sample probability shift ``‖p(x') − p(x)‖`` at one attack and ε.
 
@@ -775,6 +786,7 @@ def shift_histograms(
       eps: the attack budget ε (matched within rtol 1e-5).
       dataset, attack, split, threat_norm, attack_params, shift_norm, strict: selection (see
         :func:`select`); ``None`` requires a single value.
+      cells: only these cell ids (see :func:`save_all`).
       models: models to draw (default: all).
       layout: ``"overlay"`` (one axis, outlines) or ``"grid"`` (one filled panel per model).
       log: logarithmic count axis (shows the tail of large shifts).
@@ -790,7 +802,7 @@ def shift_histograms(
     """
     check_choice(layout, ("overlay", "grid"), name="layout")
     bins = check_int(bins, name="bins", minimum=1)
-    all_rows = _as_rows(out_dir)
+    all_rows = _only_cells(_as_rows(out_dir), cells)
     rows = select(all_rows, dataset=dataset, split=split, attack=attack, threat_norm=threat_norm,
                   attack_params=attack_params, shift_norm=shift_norm, strict=strict, models=models, eps=eps)
     ctx = _require_single(rows, _CONTEXT_FIELDS + _ATTACK_FIELDS, "shift_histograms")
@@ -918,6 +930,7 @@ def save_all(
     models: Sequence[str] | None = None,
     histograms: bool | None = None,
     hist_log: bool = False,
+    cells: Collection[str] | None = None,
 ) -> list[pathlib.Path]:
     """Writes every standard figure of a sweep; returns the written files.
 
@@ -936,6 +949,8 @@ def save_all(
       histograms: draw shift histograms (default: when ``cells/`` exists next to the records;
         ``True`` without it raises).
       hist_log: logarithmic count axis for the histograms.
+      cells: only the rows of these cell ids (e.g. ``rrjax.sweep.cell_ids`` of one run, in a
+        directory that also holds other runs' cells).
 
     Returns:
       Paths of the written files, in writing order.
@@ -944,7 +959,7 @@ def save_all(
       ValueError: unreadable or manifest-mismatched records, or a selection matching nothing.
     """
     formats = _check_formats(formats)
-    all_rows = _as_rows(sweep_dir)
+    all_rows = _only_cells(_as_rows(sweep_dir), cells)
     rows = select(all_rows, dataset=dataset, attack=attack, models=models)
     wanted_eps = None
     if eps is not None:
@@ -989,6 +1004,7 @@ def save_all(
                 written += save(rr_ra_figure(arows, eps=e, styles=styles, **afilt), out / _slug("rr_ra", *etag),
                                 formats=formats)
                 if histograms:
-                    fig = shift_histograms(sweep_dir, eps=e, models=models, log=hist_log, styles=styles, **afilt)
+                    fig = shift_histograms(sweep_dir, eps=e, models=models, log=hist_log, styles=styles, cells=cells,
+                                           **afilt)
                     written += save(fig, out / _slug("shift_hist", *etag), formats=formats)
     return written

@@ -61,6 +61,7 @@ __all__ = [
     "load_data",
     "plan_chunk",
     "run_sweep",
+    "cell_ids",
     "finalise",
     "HEALTH_FLAGS",
 ]
@@ -547,6 +548,30 @@ def _clean(out: pathlib.Path, m: ModelEntry, data: SweepData, mesh: Mesh, logits
     return result
 
 
+def _with_sweep_shift_norm(attacks: Sequence[AttackSpec], settings: SweepSettings) -> list[AttackSpec]:
+    """The probability-shift loss maximises the change in the sweep's own RR norm."""
+    return [
+        AttackSpec(a.name, tuple(sorted({**a.kwargs, "shift_norm": settings.shift_norm}.items())))
+        if a.kwargs.get("loss") == "prob_shift" else a
+        for a in attacks
+    ]
+
+
+def _eps_grid(attack: AttackSpec, settings: SweepSettings) -> np.ndarray:
+    return np.asarray(settings.eps if attack.eps is None else attack.eps, np.float32)
+
+
+def cell_ids(
+    models: Sequence[ModelEntry], data: SweepData, attacks: Sequence[AttackSpec], settings: SweepSettings
+) -> list[str]:
+    """The ids of the cells a :func:`run_sweep` call with these arguments covers (finished or not):
+    the records of *this* run in a directory that may hold other runs' cells too."""
+    return [
+        R.cell_id(_cell_def(m, data, a, float(e), settings))
+        for m in models for a in _with_sweep_shift_norm(attacks, settings) for e in _eps_grid(a, settings)
+    ]
+
+
 def run_sweep(
     models: Sequence[ModelEntry],
     data: SweepData,
@@ -572,11 +597,7 @@ def run_sweep(
       ``out_dir`` as a path. Only process 0 writes files.
     """
     # The probability-shift loss maximises the change in the sweep's own RR norm.
-    attacks = [
-        AttackSpec(a.name, tuple(sorted({**a.kwargs, "shift_norm": settings.shift_norm}.items())))
-        if a.kwargs.get("loss") == "prob_shift" else a
-        for a in attacks
-    ]
+    attacks = _with_sweep_shift_norm(attacks, settings)
     labels = [m.label for m in models]
     if not models or len(set(labels)) != len(labels):
         raise ValueError(f"models must be a non-empty list with distinct labels, got {labels}")
@@ -599,11 +620,8 @@ def run_sweep(
     plan = []
     for m in models:
         for a in attacks:
-            cells = []
-            eps_grid = np.asarray(settings.eps if a.eps is None else a.eps, np.float32)
-            for e in eps_grid:
-                meta = _cell_def(m, data, a, float(e), settings)
-                cells.append((R.cell_id(meta), meta))
+            eps_grid = _eps_grid(a, settings)
+            cells = [(R.cell_id(meta), meta) for meta in (_cell_def(m, data, a, float(e), settings) for e in eps_grid)]
             finished = _agree(np.array([_finished(out, c) for c, _ in cells]))
             pending = [(c, meta, e) for (c, meta), e, f in zip(cells, eps_grid, finished) if not f]
             plan.append((m, a, pending))

@@ -49,9 +49,18 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
                  "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
                  "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--figures=false")
     assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
+    # Another run into the same directory (another sample set): its figures draw its own cells,
+    # not an ambiguous mix of both runs' rows.
+    other = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images",
+                 f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
+                 "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm",
+                 "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--num_samples=4",
+                 "--figure_formats=png")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert {r["n"] for r in records.load_records(out)} == {4, 6} and "figures:" in other.stdout
     report = _run("report.py", f"--sweep={out}", "--linearity_eps=0.05")
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "## Linearity of RR in the tolerance" in report.stdout and "| m | synthetic_images | pgd (L∞, 2 steps) |" in report.stdout
+    assert "## Linearity of RR in the tolerance" in report.stdout and "| m | synthetic_images | pgd (L∞, 2 steps) | 6 |" in report.stdout
     # Two labels of one checkpoint: identical per-sample shifts, so the R² difference is 0.
     assert "| pgd (L∞, 2 steps) | 0.05 | m (synthetic_images) | n (synthetic_images) |" in report.stdout
     line = next(l for l in report.stdout.splitlines() if l.startswith("| pgd (L∞, 2 steps) | 0.05 | m"))
