@@ -1,12 +1,14 @@
 """A deterministic tiny sweep, runnable in a subprocess (multi-device, multi-process, kill tests).
 
     python -m tests.sweep_runner OUT_DIR [--batch_size 4] [--process_id I --num_processes P --port N]
+        [--chunk_delay SECONDS]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 
 def build(batch_size: int = 4):
@@ -34,6 +36,8 @@ def main() -> None:
     ap.add_argument("--process_id", type=int)
     ap.add_argument("--num_processes", type=int)
     ap.add_argument("--port", type=int)
+    ap.add_argument("--chunk_delay", type=float, default=0.0,
+                    help="sleep after each saved chunk, so a test can kill the sweep mid-run on any machine")
     args = ap.parse_args()
     import jax
 
@@ -42,6 +46,14 @@ def main() -> None:
         jax.distributed.initialize(f"localhost:{args.port}", args.num_processes, args.process_id)
     from rrjax import sweep as S
 
+    if args.chunk_delay:
+        write = S._write_partial
+
+        def slow_write(*a, **k):
+            write(*a, **k)
+            time.sleep(args.chunk_delay)
+
+        S._write_partial = slow_write
     models, data, attacks, settings = build(args.batch_size)
     S.run_sweep(models, data, attacks, settings, args.out_dir, progress=False)
     print("devices", jax.device_count(), "processes", jax.process_count(), flush=True)

@@ -72,7 +72,9 @@ def test_summary_and_comparisons(reference):
 
 def test_resume_after_sigkill_gives_identical_records(reference, tmp_path):
     out = tmp_path / "killed"
-    proc = _runner(out, "--batch_size", 2)
+    # Chunks slowed down (the attack itself is unchanged): on a fast machine the tiny sweep could
+    # finish between two looks of this watcher.
+    proc = _runner(out, "--batch_size", 2, "--chunk_delay", 0.3)
     deadline = time.time() + 240
     while time.time() < deadline:
         parts = list((out / "partial").glob("*/*.npz")) if (out / "partial").exists() else []
