@@ -32,10 +32,11 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     out = tmp_path / "sweep"
-    res = _run("sweep.py", f"--models=m={tiny_checkpoint},n={tiny_checkpoint}", "--dataset=synthetic_images",
-               f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
-               "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
-               "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false")
+    data = [f"--data_dir={tmp_path / 'data'}", "--dataset=synthetic_images", "--dataset_config=image_size=32",
+            "--dataset_config=train_size=0", "--dataset_config=validation_size=0", "--dataset_config=test_size=6",
+            "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false"]
+    both = [f"--models=m={tiny_checkpoint},n={tiny_checkpoint}", "--attacks=fgsm,pgd(steps=2)"]
+    res = _run("sweep.py", *both, *data)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = records.load_records(out)
     assert len(rows) == 2 * 2 * 3 * 5 and {r["model"] for r in rows} == {"m", "n"} and rows[0]["n"] == 6
@@ -44,17 +45,11 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     assert rows[0]["checkpoint_sha256"] == json.loads((tiny_checkpoint / "metadata.json").read_text())["content_sha256"]
     assert "records:" in res.stdout and "figures:" in res.stdout
     assert any((out / "figures").glob("rr_ra_*.png"))
-    again = _run("sweep.py", f"--models=m={tiny_checkpoint},n={tiny_checkpoint}", "--dataset=synthetic_images",
-                 f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
-                 "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm,pgd(steps=2)",
-                 "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--figures=false")
+    again = _run("sweep.py", *both, *data, "--figures=false")
     assert again.returncode == 0 and records.load_records(out) == rows  # resumed: nothing recomputed differs
     # Another run into the same directory (another sample set): its figures draw its own cells,
     # not an ambiguous mix of both runs' rows.
-    other = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--dataset=synthetic_images",
-                 f"--data_dir={tmp_path / 'data'}", "--dataset_config=image_size=32", "--dataset_config=train_size=0",
-                 "--dataset_config=validation_size=0", "--dataset_config=test_size=6", "--attacks=fgsm",
-                 "--eps=0:0.1:3", "--tolerance=0:1:5", f"--out_dir={out}", "--progress=false", "--num_samples=4",
+    other = _run("sweep.py", f"--models=m={tiny_checkpoint}", "--attacks=fgsm", *data, "--num_samples=4",
                  "--figure_formats=png")
     assert other.returncode == 0, other.stderr[-3000:]
     assert {r["n"] for r in records.load_records(out)} == {4, 6} and "figures:" in other.stdout
