@@ -19,7 +19,6 @@ command resumes: finished cells are skipped.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -93,21 +92,14 @@ def _load_datasets(groups: dict, dataset_config: dict) -> dict:
     return datasets if datasets is not None else load()
 
 
-def _memory_optimised_cpu_scheduler() -> None:
-    """Unrolled attack loops keep every step's activations alive under XLA:CPU's default
-    (concurrency-optimised) scheduler; the memory-optimised one needs what the loop needs. The
-    option is process-wide and read when the backend starts, so it is set here, before jax runs
-    anything (it does not concern other backends)."""
-    xla_flags = os.environ.get("XLA_FLAGS", "")
-    if "concurrency_optimized_scheduler" not in xla_flags:
-        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_cpu_enable_concurrency_optimized_scheduler=false".strip()
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if FLAGS.unroll != "false":
-        _memory_optimised_cpu_scheduler()
+        # Process-wide and read when the backend starts: set before jax runs anything.
+        from rrjax._xla import use_memory_optimised_cpu_scheduler
+
+        use_memory_optimised_cpu_scheduler()
     import jax
 
     if FLAGS.distributed:

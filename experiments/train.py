@@ -167,11 +167,10 @@ class _Subset:
     """A fixed subset of a random-access source (``len`` and ``[i]``), chosen once from the seed."""
 
     def __init__(self, source: Any, size: int, seed: int):
-        import numpy as np
+        from rrjax.data import subset_indices
 
-        n = len(source)
         self._source = source
-        self._idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(size, n)])
+        self._idx = subset_indices(len(source), size, seed)
 
     def __len__(self) -> int:
         return int(self._idx.shape[0])

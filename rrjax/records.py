@@ -34,9 +34,11 @@ import json
 import os
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from rrjax._io import atomic_write_bytes
 
 __all__ = [
     "RECORD_FIELDS",
@@ -50,6 +52,8 @@ __all__ = [
     "load_records",
     "load_samples",
     "atomic_write_bytes",
+    "CurveKey",
+    "curve_key",
 ]
 
 RECORD_FIELDS = (
@@ -71,15 +75,28 @@ def cell_id(definition: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(dict(definition)).encode()).hexdigest()[:20]
 
 
-def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temp file in the same directory, fsync and rename."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class CurveKey(NamedTuple):
+    """What makes one RA/RR curve over ε: the rows (or cells) that differ only in ε and tolerance.
+
+    The one definition shared by the sweep's health checks and summary, the report and the
+    figures. ``n`` keeps runs on different sample sets apart when they share a directory.
+    """
+
+    model: str
+    checkpoint_sha256: str
+    dataset: str
+    split: str
+    attack: str
+    params: str  # canonical JSON of the resolved hyperparameters
+    seed: int
+    shift_norm: str
+    n: int
+
+
+def curve_key(row: Mapping[str, Any]) -> CurveKey:
+    """The :class:`CurveKey` of a record row (or of a cell's metadata plus ``n``)."""
+    return CurveKey(row["model"], row["checkpoint_sha256"], row["dataset"], row["split"], row["attack"],
+                    canonical_json(row["attack_params"]), row["seed"], row["shift_norm"], row["n"])
 
 
 def _sha(data: bytes) -> str:

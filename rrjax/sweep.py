@@ -262,11 +262,11 @@ def parse_attacks(spec: str, *, unroll_max_steps: float = 0) -> list[AttackSpec]
 
 
 def select_samples(n_available: int, n: int | None, seed: int) -> np.ndarray:
-    """The sorted positions of ``n`` samples drawn without replacement (all when ``n`` is None)."""
-    if n is None or n >= n_available:
-        return np.arange(n_available)
-    V.check_int(n, name="num_samples", minimum=1)
-    return np.sort(np.random.default_rng(seed).permutation(n_available)[:n])
+    """The sorted positions of ``n`` samples drawn without replacement (all when ``n`` is None);
+    ``rrjax.data.subset_indices``."""
+    from rrjax.data.pipeline import subset_indices
+
+    return subset_indices(n_available, n, seed)
 
 
 def load_model(path: str | os.PathLike, *, label: str | None = None) -> ModelEntry:

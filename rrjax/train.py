@@ -63,6 +63,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from scipy import special
 
 from rrjax import checkpoints, clean_metrics
+from rrjax._io import atomic_write_json
 from rrjax.sharding import data_mesh, pad_batch, shard_rows
 from rrjax._validation import as_labels, as_pixels, check_choice, check_int, check_number
 from rrjax.models.base import Detector
@@ -340,14 +341,6 @@ def _variables(state: dict) -> dict:
     return {"params": state["params"], **state["collections"]}
 
 
-def _write_json_atomic(path: pathlib.Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _mean_or_none(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
@@ -538,7 +531,7 @@ def train(
                 ),
             )
             manager.wait_until_finished()
-            _write_json_atomic(work_dir / "history.json", history)
+            atomic_write_json(work_dir / "history.json", history, indent=2, sort_keys=True)
     finally:
         manager.close()
     return TrainResult(

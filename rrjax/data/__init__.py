@@ -24,6 +24,7 @@ from rrjax.data.pipeline import (
     load,
     load_arrays,
     resize,
+    subset_indices,
 )
 from rrjax.data.real import LayoutError, SkippedFilesWarning, VideoDecoderUnavailableError
 
@@ -39,4 +40,5 @@ __all__ = [
     "load",
     "load_arrays",
     "resize",
+    "subset_indices",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "load",
     "batches",
     "load_arrays",
+    "subset_indices",
 ]
 
 DATASETS = {
@@ -131,6 +132,31 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None,
         raise ValueError(f"split={split!r} is not valid for {name} ({builder.builder_config.name}); "
                          f"expected one of {splits}")
     return builder.as_data_source(split)
+
+
+def subset_indices(n_available: int, n: int | None, seed: int) -> np.ndarray:
+    """The one sample subset rrjax draws: sorted positions of ``n`` of ``n_available`` samples.
+
+    ``np.random.default_rng(seed).permutation(n_available)[:n]``, sorted, so the subset of a seed
+    is the same in the sweep (``--num_samples``), in training (``--max_train_examples``) and in
+    :func:`load_arrays`, and on every host. ``n=None`` or ``n >= n_available`` gives every
+    position (callers that must not silently shrink a request check ``n`` against
+    ``n_available`` first).
+
+    Args:
+      n_available: samples in the split (>= 0).
+      n: samples wanted (>= 1) or None for all.
+      seed: the subset's seed (>= 0).
+
+    Returns:
+      int64[min(n, n_available)] increasing positions.
+    """
+    n_available = check_int(n_available, name="n_available", minimum=0)
+    seed = check_int(seed, name="seed", minimum=0)
+    if n is None or n >= n_available:
+        return np.arange(n_available, dtype=np.int64)
+    n = check_int(n, name="n", minimum=1)
+    return np.sort(np.random.default_rng(seed).permutation(n_available)[:n]).astype(np.int64)
 
 
 def _pixels(record: dict) -> np.ndarray:
@@ -311,10 +337,11 @@ def load_arrays(
       n: number of samples (None = the whole split; larger than the split = all of it).
       resize_to: resize frames to this size (:func:`resize`, bilinear). Not called
         ``image_size``: that keyword selects the dataset config (the stored size).
-      shuffle: take ``n`` samples of a ``seed``-permutation rather than the first ``n``;
-        real datasets store frames video by video, so a prefix covers few videos.
-        (Synthetic splits alternate real/fake, so their prefixes are exactly balanced.)
-      seed: the permutation's seed.
+      shuffle: take a seeded random subset of ``n`` samples (:func:`subset_indices`, in
+        split order) rather than the first ``n``; real datasets store frames video by video,
+        so a prefix covers few videos. (Synthetic splits alternate real/fake, so their
+        prefixes are exactly balanced.)
+      seed: the subset's seed.
 
     Returns:
       ``x: f32[n,H,W,3]`` or ``f32[n,T,H,W,3]`` in [0,1], ``y: i32[n]``, ``video_id: i64[n]``.
@@ -328,7 +355,7 @@ def load_arrays(
         n = total
     if total == 0:
         raise ValueError(f"split {split!r} of {name} is empty")
-    order = np.random.default_rng([seed, 0]).permutation(total)[:n] if shuffle else np.arange(n)
+    order = subset_indices(total, n, seed) if shuffle else np.arange(n)
     parts = list(batches(source, 256, indices=order, image_size=resize_to, prefetch=1))
     return (np.concatenate([b["x"] for b in parts]), np.concatenate([b["y"] for b in parts]),
             np.concatenate([b["video_id"] for b in parts]))
