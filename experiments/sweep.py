@@ -53,20 +53,13 @@ flags.DEFINE_enum("unroll", "auto", ["auto", "true", "false"],
                   "Unroll PGD/CW step loops: faster on CPU (XLA:CPU runs input-gradient convolutions inside "
                   "while loops slowly). auto: on the CPU backend for loops of at most 50 steps. An attack's "
                   "own unroll= setting wins. Results are recorded with unroll=True.")
+flags.DEFINE_list("extra_modules", [],
+                  "Python modules to import first; they register your own attacks, detectors or datasets "
+                  "(rrjax.attacks.register, rrjax.models.register, rrjax.data.register), e.g. my_pkg.my_attacks.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (when not auto-detected).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (when not auto-detected).")
 flags.DEFINE_integer("process_id", None, "This process's index (when not auto-detected).")
-
-
-def _model_specs(items: Sequence[str]) -> list[tuple[str | None, str]]:
-    out = []
-    for item in items:
-        label, sep, path = item.partition("=")
-        out.append((label.strip(), path.strip()) if sep else (None, item.strip()))
-    if not out:
-        raise ValueError("--models is empty; expected checkpoint directories, e.g. checkpoints/meso4")
-    return out
 
 
 def _load_datasets(groups: dict, dataset_config: dict) -> dict:
@@ -112,6 +105,7 @@ def main(argv: Sequence[str]) -> None:
     from rrjax import sweep as S
 
     try:
+        S.import_extra_modules(FLAGS.extra_modules)
         settings = S.SweepSettings(
             eps=tuple(float(e) for e in S.parse_grid(FLAGS.eps, name="--eps")),
             tolerance=tuple(float(t) for t in S.parse_grid(FLAGS.tolerance, name="--tolerance")),
@@ -129,7 +123,7 @@ def main(argv: Sequence[str]) -> None:
                 raise ValueError(f"--figure_formats has {bad}; expected some of {list(plots.FORMATS)}")
         if FLAGS.num_samples is not None and FLAGS.num_samples < 1:
             raise ValueError(f"--num_samples={FLAGS.num_samples}; expected an integer >= 1")
-        models = [S.load_model(path, label=label) for label, path in _model_specs(FLAGS.models)]
+        models = [S.load_model(path, label=label) for label, path in S.parse_models(FLAGS.models)]
         labels = [m.label for m in models]
         if len(set(labels)) != len(labels):
             raise ValueError(f"--models gives the labels {labels}; name duplicates as label=path")

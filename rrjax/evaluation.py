@@ -27,7 +27,7 @@ from jax.typing import ArrayLike
 from rrjax import _validation as V
 from rrjax import metrics
 from rrjax.attacks import _common as C
-from rrjax.attacks import attack_norm, get_attack
+from rrjax.attacks.registry import get_def
 
 __all__ = ["Evaluation", "evaluate", "probabilities"]
 
@@ -40,12 +40,17 @@ class Evaluation:
       eps: f32[E] budgets. tolerance: f32[B] tolerances.
       ra: f64[E] robust accuracy; ra_ci: f64[E,2] its 95% interval.
       rr: f64[E,B] robust ratio; rr_ci: f64[E,B,2] its 95% interval.
-      clean_accuracy: accuracy on the clean inputs.
-      n: number of samples.
+      clean_accuracy: accuracy on the clean inputs (over samples with a finite clean output).
+      n: number of samples given.
+      n_valid: int[E] samples with a verdict at each ε (finite clean and attacked outputs); RA,
+        RR and their intervals are over these. ``n_valid < n`` means the detector returned NaN
+        or ±inf for some inputs: those never count as correct or robust (``nonfinite`` > 0).
+      nonfinite: int[E] = ``n - n_valid``.
       p_clean: f32[N,C]; p_adv: f32[E,N,C] probabilities.
-      shift: f32[E,N] per-sample ``‖p_adv − p_clean‖`` in ``norm``.
+      shift: f32[E,N] per-sample ``‖p_adv − p_clean‖`` in ``norm`` (0 where invalid).
       correct: bool[E,N] per-sample correctness under attack (for paired tests).
       robust: bool[E,B,N] per-sample φ_rob (for paired tests).
+      valid: bool[E,N] per-sample verdict exists.
       shift_norm, require_same_label, ci_method: the RR definition and interval used.
     """
 
@@ -57,11 +62,14 @@ class Evaluation:
     rr_ci: np.ndarray
     clean_accuracy: float
     n: int
+    n_valid: np.ndarray
+    nonfinite: np.ndarray
     p_clean: np.ndarray
     p_adv: np.ndarray
     shift: np.ndarray
     correct: np.ndarray
     robust: np.ndarray
+    valid: np.ndarray
     shift_norm: str
     require_same_label: bool
     ci_method: str
@@ -105,7 +113,8 @@ def evaluate(
       logits_fn: any pure ``x -> logits[N,C]`` (index 1 = fake). A
         ``jax.tree_util.Partial(apply, variables)`` keeps the weights as traced arguments.
       x: f32[N,...] in [0,1]. y: int[N] labels (0 = real, 1 = fake).
-      attack: a name from ``rrjax.attacks.ATTACKS`` or any callable with the attack signature.
+      attack: a registered attack name (``rrjax.attacks.ATTACKS``, including your own from
+        ``rrjax.attacks.register``) or any callable with the attack signature.
       eps: scalar or f32[E] grid of budgets in pixel units.
       tolerance: scalar or f32[B] grid of output-change tolerances ``b ≥ 0``.
       key: PRNG key for the attack.
@@ -114,30 +123,33 @@ def evaluate(
       require_same_label: strict RR (label must also be unchanged).
       ci_method: ``"wilson"`` or ``"clopper_pearson"``.
       **attack_kwargs: hyperparameters of the attack (``steps``, ``loss``, ``norm`` — the
-        threat-model norm ``"linf"``/``"l2"`` — ...).
+        threat-model norm ``"linf"``/``"l2"`` — ...), validated by the attack's checker.
 
     Returns:
       :class:`Evaluation`.
     """
-    V.check_choice(shift_norm, C.SHIFT_NORMS, name="shift_norm")
+    V.check_choice(shift_norm, metrics.SHIFT_NORMS, name="shift_norm")
     V.check_choice(ci_method, metrics.CI_METHODS, name="ci_method")
-    attack_fn = get_attack(attack) if isinstance(attack, str) else attack
-    if not callable(attack_fn):
-        raise ValueError(f"attack must be an attack name or a callable, got {type(attack).__name__}")
     if attack_kwargs.get("loss") == "prob_shift":
         attack_kwargs["shift_norm"] = shift_norm
+    if isinstance(attack, str):
+        definition = get_def(attack)
+        attack_fn, attack_kwargs = definition.fn, definition.resolve(**attack_kwargs)
+        threat_norm = definition.threat_norm(attack_kwargs)
+    elif callable(attack):
+        attack_fn, threat_norm = attack, attack_kwargs.get("norm")
+    else:
+        raise ValueError(f"attack must be an attack name or a callable, got {type(attack).__name__}")
 
     prep = C.prepare(logits_fn, x, y, eps, key)
     tol, _ = V.as_grid(tolerance, name="tolerance", lower=0.0)
-    x_adv = attack_fn(prep.logits_fn, prep.x, prep.y, np.asarray(prep.eps), key=key, **attack_kwargs)
-    x_adv = jnp.asarray(x_adv)
+    x_adv = jnp.asarray(attack_fn(prep.logits_fn, prep.x, prep.y, np.asarray(prep.eps), key=key, **attack_kwargs))
     if x_adv.shape != prep.eps.shape + prep.x.shape:
         raise ValueError(
             f"attack returned shape {x_adv.shape}; expected {prep.eps.shape + prep.x.shape} "
             "(a leading ε-grid axis, then the input shape)"
         )
-    _check_attack_output(x_adv, prep.x, prep.eps, attack_kwargs.get("norm") or (
-        attack_norm(attack, attack_kwargs) if isinstance(attack, str) else None))
+    _check_attack_output(x_adv, prep.x, prep.eps, threat_norm)
 
     p_clean = probabilities(prep.logits_fn, prep.x)
     p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
@@ -182,28 +194,18 @@ def summarise(
     ci_method: str = "wilson",
 ) -> Evaluation:
     """Builds an :class:`Evaluation` from probabilities (no attack, no validation)."""
+    o = jax.tree_util.tree_map(np.asarray, metrics.outcomes(p_clean, p_adv, y, norm=shift_norm))
+    tol = np.asarray(tolerance, np.float32)
+    robust = metrics.robust_outcomes(o.shift, tol, same_label=o.same_label if require_same_label else None,
+                                     valid=o.valid)
+    n_valid = o.valid.sum(-1)
+    s = metrics.summarise(o.correct.sum(-1), robust.sum(-1), n_valid, ci_method=ci_method)
     n = int(p_clean.shape[0])
-    shift, correct, robust, clean_correct = metrics.per_sample_outcomes(
-        p_clean, p_adv, y, jnp.asarray(tolerance), norm=shift_norm, require_same_label=bool(require_same_label)
-    )
-    correct, robust = np.asarray(correct), np.asarray(robust)
-    k_ra = correct.sum(-1)
-    k_rr = robust.sum(-1)
+    clean_n = int(o.clean_valid.sum())
     return Evaluation(
-        eps=np.asarray(eps, np.float32),
-        tolerance=np.asarray(tolerance, np.float32),
-        ra=k_ra / n,
-        ra_ci=metrics.binomial_ci(k_ra, n, method=ci_method),
-        rr=k_rr / n,
-        rr_ci=metrics.binomial_ci(k_rr, n, method=ci_method),
-        clean_accuracy=float(np.asarray(clean_correct).mean()),
-        n=n,
-        p_clean=np.asarray(p_clean),
-        p_adv=np.asarray(p_adv),
-        shift=np.asarray(shift),
-        correct=correct,
-        robust=robust,
-        shift_norm=shift_norm,
-        require_same_label=bool(require_same_label),
-        ci_method=ci_method,
+        eps=np.asarray(eps, np.float32), tolerance=tol, ra=s.ra, ra_ci=s.ra_ci, rr=s.rr, rr_ci=s.rr_ci,
+        clean_accuracy=float(o.clean_correct.sum() / clean_n) if clean_n else float("nan"),
+        n=n, n_valid=n_valid, nonfinite=n - n_valid, p_clean=np.asarray(p_clean), p_adv=np.asarray(p_adv),
+        shift=o.shift, correct=o.correct, robust=robust, valid=o.valid, shift_norm=shift_norm,
+        require_same_label=bool(require_same_label), ci_method=ci_method,
     )

@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rrjax._validation import check_int
 
-__all__ = ["data_mesh", "shard_rows", "replicate", "pad_batch", "to_host"]
+__all__ = ["data_mesh", "shard_rows", "replicate", "pad_batch", "to_host", "is_writer", "everywhere", "agree"]
 
 
 def data_mesh(devices: Sequence[Any] | None = None) -> Mesh:
@@ -73,3 +73,26 @@ def pad_batch(arrays: Mapping[str, np.ndarray], multiple: int) -> tuple[dict[str
     # Copies of real rows (not zeros) keep the padded inputs in-distribution (e.g. for BatchNorm).
     idx = np.arange(pad) % b
     return {k: np.concatenate([np.asarray(v), np.asarray(v)[idx]]) for k, v in arrays.items()}, mask
+
+
+def is_writer() -> bool:
+    """Whether this process writes shared outputs (process 0 of a multi-host run)."""
+    return jax.process_index() == 0
+
+
+def everywhere(flag: bool) -> bool:
+    """True iff ``flag`` holds on every process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def agree(value: np.ndarray) -> np.ndarray:
+    """Process 0's view of ``value`` on every process (its disk decides what is finished)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(value))

@@ -45,15 +45,16 @@ def main() -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"localhost:{args.port}", args.num_processes, args.process_id)
     from rrjax import sweep as S
+    from rrjax.sweep import cells
 
     if args.chunk_delay:
-        write = S._write_partial
+        write = cells.write_partial
 
         def slow_write(*a, **k):
             write(*a, **k)
             time.sleep(args.chunk_delay)
 
-        S._write_partial = slow_write
+        cells.write_partial = slow_write
     models, data, attacks, settings = build(args.batch_size)
     S.run_sweep(models, data, attacks, settings, args.out_dir, progress=False)
     print("devices", jax.device_count(), "processes", jax.process_count(), flush=True)

@@ -66,9 +66,16 @@ def test_count_paths_agree_and_mask_drops_padding():
     for norm in ("linf", "l1", "l2"):
         for strict in (False, True):
             counts = M.robust_ratio_counts(p_clean, p_adv, tol, norm=norm, require_same_label=strict)
-            _, correct, robust, _ = M.per_sample_outcomes(p_clean, p_adv, y, tol, norm=norm, require_same_label=strict)
-            np.testing.assert_array_equal(np.asarray(counts), np.asarray(robust).sum(-1))
-            np.testing.assert_array_equal(np.asarray(M.accuracy_counts(p_adv, y)), np.asarray(correct).sum(-1))
+            o = M.outcomes(p_clean, p_adv, y, norm=norm)
+            robust = M.robust_outcomes(o.shift, tol, same_label=o.same_label if strict else None)
+            np.testing.assert_array_equal(np.asarray(counts), robust.sum(-1))
+            np.testing.assert_array_equal(
+                np.asarray(M.robust_counts(o.shift, tol, same_label=o.same_label if strict else None)), robust.sum(-1))
+            np.testing.assert_array_equal(np.asarray(M.accuracy_counts(p_adv, y)), np.asarray(o.correct).sum(-1))
+            # The definition by hand: φ = 1[‖Δp‖ ≤ b], the norm over the class axis.
+            d = np.asarray(p_adv, np.float64) - np.asarray(p_clean, np.float64)[None]
+            by_hand = {"linf": np.abs(d).max(-1), "l1": np.abs(d).sum(-1), "l2": np.sqrt((d * d).sum(-1))}[norm]
+            np.testing.assert_allclose(np.asarray(o.shift), np.where(by_hand <= 1e-6, 0, by_hand), atol=1e-6)
     # Padding: appending junk samples with mask False leaves every count unchanged.
     pad = 14
     p_adv_pad = jnp.concatenate([p_adv, jnp.tile(p_adv[:, :1], (1, pad, 1))], axis=1)

@@ -19,6 +19,7 @@ import pytest
 import rrjax
 from rrjax import records as R
 from rrjax import sweep as S
+from rrjax.sweep import engine, plan, report
 from tests import sweep_runner
 from tests.conftest import tiny_detector
 
@@ -122,10 +123,10 @@ def test_new_tolerance_grid_rederives_rows_without_attacking(reference, tmp_path
     shutil.copytree(reference, out)
     models, data, attacks, settings = sweep_runner.build()
 
-    def no_attack(name):
-        raise AssertionError(f"attack {name} should not run: every cell is finished")
+    def no_attack(*args, **kwargs):
+        raise AssertionError("no attack should run: every cell is finished")
 
-    monkeypatch.setattr(S, "get_attack", no_attack)
+    monkeypatch.setattr(engine, "attack_chunk", no_attack)
     new = S.SweepSettings(eps=settings.eps, tolerance=(0.0, 0.5), batch_size=4, seed=settings.seed, strict=True)
     S.run_sweep(models, data, attacks, new, out, progress=False)
     rows = R.load_records(out)
@@ -238,15 +239,15 @@ def test_health_logic_on_hand_built_cells():
              "p_fake_clean": np.where(cc, 0.9, 0.1), "p_fake_adv": np.zeros(n), "same_label": np.ones(n, bool)}
         k = int(correct.sum())
         lo, hi = rrjax.metrics.binomial_ci(k, n)
-        return {"meta": {"eps": eps}, "samples": s, "rows": [{"ra_lo": lo, "ra_hi": hi}]}
+        return {"meta": {"eps": eps, "threat_norm": "linf"}, "samples": s, "rows": [{"ra": k / n, "ra_lo": lo, "ra_hi": hi}]}
 
     n = 40
     good = [cell(0.0, [1] * n), cell(0.1, [1] * 20 + [0] * 20), cell(0.2, [1] * 5 + [0] * 35)]
     rising = [cell(0.0, [1] * n), cell(0.1, [1] * 5 + [0] * 35), cell(0.2, [1] * 38 + [0] * 2)]
     changed = [cell(0.0, [1] * 30 + [0] * 10, clean_correct=[1] * n), cell(0.2, [0] * n, clean_correct=[1] * n)]
-    key = lambda attack, params="{}": S.GroupKey("m", "d", "s", attack, params, 0, "linf")  # noqa: E731
+    key = lambda attack, params="{}": R.CurveKey("m", "", "d", "s", attack, params, 0, "linf", n)  # noqa: E731
     groups = {key("fgsm"): good, key("pgd"): rising, key("cw_bounded"): changed}
-    flags = S._health(groups, {("m", "d", "s"): 0.0})
+    flags = report.health(groups, {k: 0.0 for k in groups})
     assert flags[key("fgsm")] == []
     assert "ra_increases_with_eps" in flags[key("pgd")] and "iterative_weaker_than_fgsm" in flags[key("pgd")]
     assert "eps0_differs_from_clean" in flags[key("cw_bounded")]
@@ -300,7 +301,7 @@ def test_runs_with_other_norms_or_seeds_keep_their_own_labels(tmp_path):
 def test_eps_groups_under_a_tight_budget_give_the_same_records(reference, tmp_path):
     """A budget too small for one sample with the whole ε grid: ε runs in groups (lax.map)."""
     models, data, attacks, settings = sweep_runner.build()
-    grad = S._per_sample_grad_bytes(models[0].detector, models[0].variables)
+    grad = plan.per_sample_grad_bytes(models[0].detector, models[0].variables)
     input_bytes = 4 * int(np.prod(data.x.shape[1:]))
     unit, outputs = grad + 6 * input_bytes, len(settings.eps) * input_bytes * 2
     budget = outputs + 1.5 * unit
@@ -342,6 +343,6 @@ def test_nonfinite_probabilities_are_flagged():
          "p_fake_clean": np.full(n, 0.9), "p_fake_adv": np.r_[np.full(n - 1, 0.9), np.nan],
          "same_label": np.ones(n, bool)}
     lo, hi = rrjax.metrics.binomial_ci(n, n)
-    cell = {"meta": {"eps": 0.1}, "samples": s, "rows": [{"ra_lo": lo, "ra_hi": hi}]}
-    key = S.GroupKey("m", "d", "s", "fgsm", "{}", 0, "linf")
-    assert "nonfinite_probabilities" in S._health({key: [cell]}, {})[key]
+    cell = {"meta": {"eps": 0.1, "threat_norm": "linf"}, "samples": s, "rows": [{"ra": 1.0, "ra_lo": lo, "ra_hi": hi}]}
+    key = R.CurveKey("m", "", "d", "s", "fgsm", "{}", 0, "linf", n)
+    assert "nonfinite_probabilities" in report.health({key: [cell]}, {})[key]

@@ -18,14 +18,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.tree_util import Partial
 
 from rrjax import _validation as V
+from rrjax.metrics.robustness import SHIFT_NORMS, probability_shift
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin", "prob_shift")
-SHIFT_NORMS = ("linf", "l1", "l2")
 
 # Weight of the cross-entropy tie-breaker in the probability-shift loss. At x' = x every
 # symmetric function of p(x') - p(x) has zero gradient, so the first step would not move;
@@ -58,10 +57,6 @@ def l2_norm(d: jax.Array) -> jax.Array:
 def linf_norm(d: jax.Array) -> jax.Array:
     """Per-sample max-abs norm ``[N]`` of ``d[N, ...]``."""
     return jnp.max(jnp.abs(d), axis=_axes(d))
-
-
-def perturbation_norm(d: jax.Array, norm: str) -> jax.Array:
-    return linf_norm(d) if norm == "linf" else l2_norm(d)
 
 
 def project(x_adv: jax.Array, x: jax.Array, eps: jax.Array, norm: str) -> jax.Array:
@@ -138,18 +133,6 @@ def true_class_logit(logits: jax.Array, label: jax.Array) -> jax.Array:
 def margin(logits: jax.Array, label: jax.Array) -> jax.Array:
     """CW margin ``max_{j != label} z_j - z_label`` per sample (> 0 means misclassified)."""
     return other_class_max(logits, label) - true_class_logit(logits, label)
-
-
-def probability_shift(p_ref: jax.Array, p: jax.Array, norm: str) -> jax.Array:
-    """``||p - p_ref||`` over the class axis (last), in ``linf``, ``l1`` or ``l2``."""
-    d = p - p_ref
-    if norm == "linf":
-        return jnp.max(jnp.abs(d), axis=-1)
-    if norm == "l1":
-        return jnp.sum(jnp.abs(d), axis=-1)
-    ss = jnp.sum(d * d, axis=-1)
-    # Double where: sqrt has an infinite derivative at 0, which would turn into NaN gradients.
-    return jnp.where(ss > 0, jnp.sqrt(jnp.where(ss > 0, ss, 1.0)), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,6 +318,3 @@ def loss_spec(loss: str, *, targeted: bool, confidence: float | None, shift_norm
 def finish(x_adv: jax.Array, scalar_eps: bool) -> jax.Array:
     return x_adv[0] if scalar_eps else x_adv
 
-
-def np_float(v: Any) -> np.ndarray:
-    return np.asarray(v, np.float32)

@@ -28,8 +28,9 @@ from jax.typing import ArrayLike
 
 from rrjax import _validation as V
 from rrjax.attacks import _common as C
+from rrjax.attacks.base import AttackDef, keyword_defaults
 
-__all__ = ["CWResult", "cw_l2_minimal", "cw_l2", "check_hparams"]
+__all__ = ["CWResult", "cw_l2_minimal", "cw_l2", "check_hparams", "DEFINITION"]
 
 _NO_UPPER = 1e10  # "no successful c yet", as in the reference implementation
 
@@ -227,10 +228,16 @@ def cw_l2_minimal(
                        initial_const=initial_const, confidence=confidence, abort_early=abort_early,
                        unroll=unroll)
     label = prep.y if target is None else C.prepare_target(target, prep)
+    return _minimal(prep.logits_fn, prep.x, label, targeted=target is not None, **hp)
+
+
+def _minimal(logits_fn: Partial, x: jax.Array, label: jax.Array, *, steps: int, binary_search_steps: int,
+             learning_rate: float, initial_const: float, confidence: float, abort_early: bool,
+             unroll: bool = False, targeted: bool = False) -> CWResult:
     return _cw_l2(
-        prep.logits_fn, prep.x, label, jnp.float32(hp["learning_rate"]), jnp.float32(hp["initial_const"]),
-        jnp.float32(hp["confidence"]), steps=hp["steps"], binary_search_steps=hp["binary_search_steps"],
-        abort_early=hp["abort_early"], targeted=target is not None, unroll=hp["unroll"],
+        logits_fn, x, label, jnp.float32(learning_rate), jnp.float32(initial_const), jnp.float32(confidence),
+        steps=steps, binary_search_steps=binary_search_steps, abort_early=abort_early, targeted=targeted,
+        unroll=unroll,
     )
 
 
@@ -268,3 +275,25 @@ def cw_l2(
     res = cw_l2_minimal(logits_fn, x, y, key=key, **kwargs)
     x = jnp.asarray(x, jnp.float32)
     return C.finish(_select_within(res, x, jnp.asarray(grid)), scalar)
+
+
+def _core(logits_fn: Partial, x: jax.Array, label: jax.Array, eps: Any, keys: jax.Array, **hparams: Any) -> jax.Array:
+    """CW-L2 over an L2 ε grid on validated inputs: ``x_adv[E,N,...]`` (``keys`` unused)."""
+    full = {**keyword_defaults(cw_l2_minimal), **hparams}
+    res = _minimal(logits_fn, x, label, **full)
+    return _select_within(res, x, jnp.asarray(eps, jnp.float32))
+
+
+def _loop_length(hparams: Any) -> int | None:
+    if hparams.get("abort_early", True):
+        return None  # a data-dependent stop cannot unroll
+    return int(hparams.get("steps", 1000)) * int(hparams.get("binary_search_steps", 9))
+
+
+# Not ``iterative`` for the health checks: CW-L2 minimises the perturbation instead of
+# maximising a loss inside the ε-ball, so "weaker than FGSM at the same ε" is no symptom.
+DEFINITION = AttackDef(
+    "cw_l2", cw_l2, check=lambda **hp: check_hparams(**hp), defaults=lambda: keyword_defaults(cw_l2_minimal),
+    core=_core, threat_norm=lambda hparams: "l2", grid_free=True, buffers=10,
+    loop_length=_loop_length,
+)

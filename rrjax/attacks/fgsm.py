@@ -17,8 +17,9 @@ from jax.typing import ArrayLike
 
 from rrjax import _validation as V
 from rrjax.attacks import _common as C
+from rrjax.attacks.base import AttackDef, keyword_defaults
 
-__all__ = ["fgsm", "check_hparams"]
+__all__ = ["fgsm", "check_hparams", "DEFINITION"]
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "spec"))
@@ -71,11 +72,17 @@ def fgsm(
       Goodfellow, Shlens & Szegedy, "Explaining and harnessing adversarial examples", ICLR 2015.
     """
     prep = C.prepare(logits_fn, x, y, eps, key)
-    check_hparams(norm=norm, loss=loss, shift_norm=shift_norm, targeted=target is not None)
-    spec = C.loss_spec(loss, targeted=target is not None, confidence=None, shift_norm=shift_norm)
+    hp = check_hparams(norm=norm, loss=loss, shift_norm=shift_norm, targeted=target is not None)
     label = prep.y if target is None else C.prepare_target(target, prep)
-    x_adv = _fgsm_grid(prep.logits_fn, prep.x, label, prep.eps, norm=norm, spec=spec)
+    x_adv = _core(prep.logits_fn, prep.x, label, prep.eps, prep.keys, targeted=target is not None, **hp)
     return C.finish(x_adv, prep.scalar_eps)
+
+
+def _core(logits_fn: Partial, x: jax.Array, label: jax.Array, eps: Any, keys: jax.Array, *, norm: str = "linf",
+          loss: str = "ce", shift_norm: str = "linf", targeted: bool = False) -> jax.Array:
+    """FGSM on validated inputs: ``x_adv[E,N,...]`` (``keys`` unused: FGSM is deterministic)."""
+    spec = C.loss_spec(loss, targeted=targeted, confidence=None, shift_norm=shift_norm)
+    return _fgsm_grid(logits_fn, x, label, jnp.asarray(eps, jnp.float32), norm=norm, spec=spec)
 
 
 def check_hparams(*, norm: Any, loss: Any, shift_norm: Any, targeted: bool = False) -> dict[str, Any]:
@@ -83,3 +90,16 @@ def check_hparams(*, norm: Any, loss: Any, shift_norm: Any, targeted: bool = Fal
     V.check_choice(norm, C.NORMS, name="norm")
     C.loss_spec(loss, targeted=targeted, confidence=None, shift_norm=shift_norm)
     return {"norm": norm, "loss": loss, "shift_norm": shift_norm}
+
+
+def _recorded(**hparams: Any) -> dict[str, Any]:
+    out = check_hparams(**hparams)
+    if out["loss"] != "prob_shift":
+        out.pop("shift_norm")  # only the probability-shift loss reads it
+    return out
+
+
+DEFINITION = AttackDef(
+    "fgsm", fgsm, check=_recorded, defaults=lambda: keyword_defaults(fgsm), core=_core,
+    grid_free=True, buffers=3, single_step=True,
+)

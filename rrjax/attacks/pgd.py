@@ -17,8 +17,9 @@ from jax.typing import ArrayLike
 
 from rrjax import _validation as V
 from rrjax.attacks import _common as C
+from rrjax.attacks.base import AttackDef, keyword_defaults
 
-__all__ = ["pgd", "cw_bounded", "default_rel_step_size", "check_hparams"]
+__all__ = ["pgd", "cw_bounded", "default_rel_step_size", "check_hparams", "PGD", "CW_BOUNDED"]
 
 
 def default_rel_step_size(steps: int) -> float:
@@ -198,20 +199,30 @@ def pgd(
                        random_start=random_start, restarts=restarts, loss=loss, confidence=confidence,
                        shift_norm=shift_norm, eps_batch_size=eps_batch_size, unroll=unroll,
                        targeted=target is not None)
-    spec = C.loss_spec(hp["loss"], targeted=target is not None, confidence=hp["confidence"], shift_norm=hp["shift_norm"])
-    eps_np = np.asarray(prep.eps)
-    if hp["step_size"] is not None:
-        step = np.full_like(eps_np, hp["step_size"])
-    else:
-        rel = default_rel_step_size(max(hp["steps"], 1)) if hp["rel_step_size"] is None else hp["rel_step_size"]
-        step = eps_np * rel
     label = prep.y if target is None else C.prepare_target(target, prep)
-    x_adv = _pgd_grid(
-        prep.logits_fn, prep.x, label, prep.keys, prep.eps, jnp.asarray(step, jnp.float32),
-        steps=hp["steps"], norm=hp["norm"], spec=spec, random_start=hp["random_start"], restarts=hp["restarts"],
-        eps_batch_size=hp["eps_batch_size"], unroll=hp["unroll"],
-    )
+    x_adv = _core(prep.logits_fn, prep.x, label, prep.eps, prep.keys, targeted=target is not None, **hp)
     return C.finish(x_adv, prep.scalar_eps)
+
+
+def _core(
+    logits_fn: Partial, x: jax.Array, label: jax.Array, eps: Any, keys: jax.Array, *, steps: int = 10,
+    norm: str = "linf", rel_step_size: float | None = None, step_size: float | None = None,
+    random_start: bool = True, restarts: int = 1, loss: str = "ce", confidence: float | None = None,
+    shift_norm: str = "linf", eps_batch_size: int | None = None, unroll: bool = False, targeted: bool = False,
+) -> jax.Array:
+    """PGD on validated inputs: ``x_adv[E,N,...]`` (``keys``: one typed key per sample)."""
+    spec = C.loss_spec(loss, targeted=targeted, confidence=confidence, shift_norm=shift_norm)
+    eps_np = np.asarray(eps, np.float32)
+    if step_size is not None:
+        step = np.full_like(eps_np, step_size)
+    else:
+        rel = default_rel_step_size(max(steps, 1)) if rel_step_size is None else rel_step_size
+        step = eps_np * rel
+    return _pgd_grid(
+        logits_fn, x, label, keys, jnp.asarray(eps_np), jnp.asarray(step, jnp.float32),
+        steps=steps, norm=norm, spec=spec, random_start=random_start, restarts=restarts,
+        eps_batch_size=eps_batch_size, unroll=unroll,
+    )
 
 
 def check_hparams(
@@ -268,3 +279,41 @@ def cw_bounded(
         logits_fn, x, y, eps, key=key, norm=norm, steps=steps, loss="margin",
         confidence=confidence, **pgd_kwargs,
     )
+
+
+def _recorded(**hparams: Any) -> dict[str, Any]:
+    out = check_hparams(**hparams)
+    if out["loss"] != "prob_shift":
+        out.pop("shift_norm")  # only the probability-shift loss reads it
+    return out
+
+
+def _cw_bounded_recorded(**hparams: Any) -> dict[str, Any]:
+    if hparams.get("loss", "margin") != "margin":
+        raise ValueError(f"cw_bounded always uses the CW margin loss; got loss={hparams['loss']!r} "
+                         "(use pgd for other losses)")
+    out = _recorded(**hparams)
+    out.pop("loss")
+    return out
+
+
+def _cw_bounded_core(logits_fn: Partial, x: jax.Array, label: jax.Array, eps: Any, keys: jax.Array,
+                     **hparams: Any) -> jax.Array:
+    return _core(logits_fn, x, label, eps, keys, loss="margin", **hparams)
+
+
+def _loop_length(hparams: Any) -> int:
+    return int(hparams.get("steps", 10)) * int(hparams.get("restarts", 1))
+
+
+def _pgd_defaults() -> dict[str, Any]:
+    return keyword_defaults(pgd)
+
+
+PGD = AttackDef("pgd", pgd, check=_recorded, defaults=_pgd_defaults, core=_core, buffers=6, iterative=True,
+                loop_length=_loop_length)
+CW_BOUNDED = AttackDef(
+    "cw_bounded", cw_bounded, check=_cw_bounded_recorded,
+    defaults=lambda: {**_pgd_defaults(), **keyword_defaults(cw_bounded), "loss": "margin"},
+    core=_cw_bounded_core, buffers=6, iterative=True, loop_length=_loop_length,
+)

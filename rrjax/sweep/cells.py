@@ -1,0 +1,151 @@
+"""Cells: the unit of work and of resumption. A cell is (model, data, attack + hyperparameters,
+ε, seed, shift norm); its id hashes that definition, so a changed setting is a new cell and an
+unchanged one is never recomputed. This module defines cells, turns their per-sample arrays into
+record rows (through ``rrjax.metrics.summarise``), and keeps the partial results of unfinished
+cells (``partial/<cell>/<first>-<last>.npz``) that a resumed sweep reuses.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+import shutil
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from rrjax import metrics
+from rrjax import records as R
+from rrjax._io import atomic_write_bytes
+from rrjax.sweep.data import SweepData
+from rrjax.sweep.spec import AttackSpec, ModelEntry, SweepSettings
+
+__all__ = ["cell_def", "cell_id", "clean_key", "clean_id", "clean_correct", "rows", "finished", "read_partials",
+           "write_partial", "complete", "eps_grid", "sample_result"]
+
+
+def _model_and_data(m: ModelEntry, data: SweepData) -> dict:
+    return {"model": m.label, "arch": m.detector.name, "config": dict(m.detector.config),
+            "checkpoint_sha256": m.checkpoint_sha256, "dataset": data.dataset, "split": data.split,
+            "source": data.source, "samples": R.cell_id({"index": [int(i) for i in data.index]})}
+
+
+def cell_def(m: ModelEntry, data: SweepData, attack: AttackSpec, eps: float, s: SweepSettings) -> dict:
+    """Everything that defines a cell's numbers (hashed into its id)."""
+    return {
+        **_model_and_data(m, data), "attack": attack.name, "attack_params": attack.kwargs,
+        "eps": float(np.float32(eps)), "seed": s.seed, "shift_norm": s.shift_norm,
+    }
+
+
+def cell_id(m: ModelEntry, data: SweepData, attack: AttackSpec, eps: float, s: SweepSettings) -> str:
+    return R.cell_id(cell_def(m, data, attack, eps, s))
+
+
+_CLEAN_FIELDS = ("model", "arch", "config", "checkpoint_sha256", "dataset", "split", "source", "samples")
+
+
+def clean_key(cell_meta: Mapping[str, Any]) -> str:
+    """Id of the clean pass a cell uses (``clean/<id>.npz``): its model and sample set only."""
+    return R.cell_id({k: cell_meta[k] for k in _CLEAN_FIELDS})
+
+
+def clean_id(m: ModelEntry, data: SweepData) -> str:
+    """:func:`clean_key` of every cell of ``m`` on ``data``."""
+    return clean_key(_model_and_data(m, data))
+
+
+def eps_grid(attack: AttackSpec, settings: SweepSettings) -> np.ndarray:
+    """The attack's own ε grid, else the sweep's."""
+    return np.asarray(settings.eps if attack.eps is None else attack.eps, np.float32)
+
+
+def clean_correct(samples: Mapping[str, np.ndarray]) -> np.ndarray:
+    """bool[N]: clean predictions (argmax, ties to real, i.e. fake iff p_fake > 0.5) are right."""
+    return (samples["p_fake_clean"] > 0.5).astype(int) == samples["y"]
+
+
+def sample_result(index: np.ndarray, y: np.ndarray, p_clean: np.ndarray, p_adv: np.ndarray,
+                  o: metrics.Outcomes) -> list[dict[str, np.ndarray]]:
+    """Per-sample arrays (``rrjax.records.SAMPLE_FIELDS``) of each ε from host outcomes."""
+    return [
+        {"index": index, "y": y, "correct": o.correct[k], "shift": o.shift[k],
+         "p_fake_clean": p_clean[:, 1], "p_fake_adv": p_adv[k][:, 1], "same_label": o.same_label[k]}
+        for k in range(p_adv.shape[0])
+    ]
+
+
+def rows(meta: Mapping[str, Any], samples: Mapping[str, np.ndarray], s: SweepSettings, health: str = "") -> list[dict]:
+    """The record rows of one finished cell, one per tolerance (``rrjax.records.RECORD_FIELDS``)."""
+    n = len(samples["index"])
+    tol = np.asarray(s.tolerance, np.float32)
+    robust = metrics.robust_outcomes(samples["shift"], tol, same_label=samples["same_label"] if s.strict else None)
+    summary = metrics.summarise(np.sum(samples["correct"])[None], robust.sum(-1)[None], n, ci_method=s.ci_method)
+    n_correct = int(summary.n_correct[0])
+    base = {
+        "model": meta["model"], "checkpoint": meta["checkpoint"], "checkpoint_sha256": meta["checkpoint_sha256"],
+        "dataset": meta["dataset"], "split": meta["split"], "attack": meta["attack"],
+        "attack_params": meta["attack_params"], "threat_norm": meta["threat_norm"], "eps": meta["eps"],
+        "n": n, "n_correct": n_correct, "ra": float(summary.ra[0]), "ra_lo": float(summary.ra_ci[0, 0]),
+        "ra_hi": float(summary.ra_ci[0, 1]), "clean_accuracy": float(np.mean(clean_correct(samples))),
+        "shift_norm": meta["shift_norm"], "strict": bool(s.strict), "ci_method": s.ci_method, "seed": meta["seed"],
+        "health": health, "cell": meta["cell"],
+    }
+    return [
+        {**base, "tolerance": float(b), "n_robust": int(k), "rr": float(r), "rr_lo": float(lo), "rr_hi": float(hi)}
+        for b, k, r, (lo, hi) in zip(tol, summary.n_robust[0], summary.rr[0], summary.rr_ci[0])
+    ]
+
+
+def finished(out: pathlib.Path, cell: str) -> bool:
+    """Whether a cell is finished and intact; a corrupt cell is reported, removed and redone."""
+    try:
+        return R.read_cell(out, cell) is not None
+    except ValueError as e:
+        logging.warning("%s -- recomputing the cell", e)
+        for suffix in (".json", ".npz"):
+            (out / "cells" / f"{cell}{suffix}").unlink(missing_ok=True)
+        return False
+
+
+def _partial_dir(out: pathlib.Path, cell: str) -> pathlib.Path:
+    return out / "partial" / cell
+
+
+def read_partials(out: pathlib.Path, cell: str) -> list[dict[str, np.ndarray]]:
+    """The saved chunks of an unfinished cell; unreadable (torn) files are logged and ignored."""
+    parts = []
+    d = _partial_dir(out, cell)
+    for p in sorted(d.glob("*.npz")) if d.exists() else []:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                parts.append({k: z[k] for k in z.files})
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # torn by a crash: recompute
+            logging.warning("ignoring unreadable partial result %s (%s); its samples are recomputed", p, e)
+    return parts
+
+
+def write_partial(out: pathlib.Path, cell: str, part: Mapping[str, np.ndarray]) -> None:
+    """Saves one chunk of a cell atomically (named by its first and last sample position)."""
+    d = _partial_dir(out, cell)
+    d.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **part)
+    atomic_write_bytes(d / f"{int(part['index'][0]):09d}-{int(part['index'][-1]):09d}.npz", buf.getvalue())
+
+
+def complete(out: pathlib.Path, cell: str, meta: dict, data: SweepData, s: SweepSettings) -> None:
+    """Merges a cell's chunks into its finished files and drops the chunks."""
+    parts = read_partials(out, cell)
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in R.SAMPLE_FIELDS}
+    order = np.argsort(merged["index"], kind="stable")
+    merged = {k: v[order] for k, v in merged.items()}
+    _, first = np.unique(merged["index"], return_index=True)  # a chunk saved twice counts once
+    merged = {k: v[first] for k, v in merged.items()}
+    if not np.array_equal(merged["index"], np.sort(np.asarray(data.index))):
+        raise RuntimeError(f"cell {cell}: partial results do not cover the sample set; rerun the same sweep command")
+    R.write_cell(out, cell, meta, merged, rows(meta, merged, s))
+    shutil.rmtree(_partial_dir(out, cell), ignore_errors=True)
