@@ -3,16 +3,20 @@
 Every check raises ``ValueError`` naming the argument, the value it got and what
 it expects. Reductions over large device arrays run on the device and only a few
 scalars come back to the host, so validating a batch costs one small transfer.
+
+JAX is imported by the array checks on first use, not by this module: host-only callers
+(``rrjax.plots`` reading records) use the scalar and grid checks without loading JAX.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 __all__ = [
     "as_pixels",
@@ -31,7 +35,9 @@ def _short(value: Any) -> str:
 
 
 def _xp(a):
-    return jnp if isinstance(a, jax.Array) else np
+    import jax
+
+    return jax.numpy if isinstance(a, jax.Array) else np
 
 
 def as_pixels(
@@ -56,6 +62,8 @@ def as_pixels(
         x = np.asarray(x)
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise ValueError(f"{name} must be an array, got {type(x).__name__}")
+    import jax.numpy as jnp
+
     if not jnp.issubdtype(x.dtype, jnp.floating):
         hint = " (uint8 images: divide by 255)" if x.dtype == np.uint8 else ""
         raise ValueError(
@@ -93,6 +101,8 @@ def as_labels(
         raise ValueError(f"{name} must be an array of labels, got {type(y).__name__}")
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"{name} has shape {tuple(y.shape)}; expected ({n},), one label per sample")
+    import jax.numpy as jnp
+
     xp = _xp(y)
     if jnp.issubdtype(y.dtype, jnp.floating):
         if not bool(xp.all(xp.equal(y, xp.round(y)))):
@@ -140,6 +150,8 @@ def as_grid(
 
 def as_probabilities(p: Any, *, name: str, ranks: Iterable[int]) -> jax.Array | np.ndarray:
     """Checks a probability array whose last axis is the class axis (rows sum to 1)."""
+    import jax.numpy as jnp
+
     ranks = tuple(ranks)
     if isinstance(p, (list, tuple)):
         p = np.asarray(p, dtype=np.float32)
