@@ -25,6 +25,7 @@ fully resolved keyword arguments, so ``get_model(d.name, **dict(d.config))`` reb
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ import jax
 
 from rrjax._validation import check_choice
 from rrjax.models import efficientnet, i3d, meso, video, xception
+from rrjax.models import video as video_module
 from rrjax.models._convert import convert, export, strip_wrappers, unwrap_checkpoint
 from rrjax.models.base import Detector
 
@@ -46,6 +48,7 @@ __all__ = [
     "to_torch",
     "torch_layouts",
     "convert_file",
+    "register",
 ]
 
 MODELS: dict[str, Callable[..., Detector]] = {
@@ -65,6 +68,68 @@ _TORCH_FAMILIES = {
     "xception": xception,
     "efficientnet_b4": efficientnet,
 }
+_BUILTIN = frozenset(MODELS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _UserTorchFamily:
+    """A user's PyTorch layout: what ``from_torch``/``to_torch`` need (see :func:`register`)."""
+
+    LAYOUTS: tuple[str, ...]
+    layout_fn: Callable[[str, str], tuple[list, tuple[str, ...]]]
+
+    def torch_layout(self, name: str, layout: str):
+        return self.layout_fn(name, layout)
+
+
+def register(
+    name: str,
+    factory: Callable[..., Detector],
+    *,
+    torch_layouts: tuple[str, ...] = (),
+    torch_layout: Callable[[str, str], tuple[list, tuple[str, ...]]] | None = None,
+    video: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Adds a detector to the registry, so ``get_model(name)``, checkpoints (``rrjax.checkpoints
+    .load`` rebuilds a detector by name), training and the sweep (``--extra_modules=<module>``)
+    use it like a built-in one.
+
+    Args:
+      name: a new registry name (built-in names cannot be replaced).
+      factory: ``factory(**config) -> Detector`` with keyword-only options; the returned
+        ``Detector.config`` must hold every resolved keyword so ``get_model(name, **config)``
+        rebuilds it, and ``Detector.name`` must equal ``name``.
+      torch_layouts: names of the PyTorch layouts ``from_torch``/``to_torch`` accept (first =
+        default); requires ``torch_layout``.
+      torch_layout: ``torch_layout(name, layout) -> (layers, ignore)``: the list of
+        ``rrjax.models._convert.TorchLayer`` entries and key prefixes to ignore.
+      video: also register ``f"{name}_video"``, the clip detector that aggregates this frame
+        detector's probabilities (``rrjax.models.video``).
+      overwrite: replace an earlier user registration.
+
+    Raises:
+      ValueError: a bad or taken name, a factory that is not callable, or a layout
+        description given half.
+    """
+    names = [name] + ([f"{name}_video"] if video else [])
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"model name {name!r} must be a Python identifier")
+    for n in names:
+        if n in _BUILTIN:
+            raise ValueError(f"model {n!r} is built into rrjax and cannot be replaced; register under another name")
+        if n in MODELS and not overwrite:
+            raise ValueError(f"model {n!r} is already registered; pass overwrite=True to replace it")
+    if not callable(factory):
+        raise ValueError(f"model {name!r}: factory must be callable, got {type(factory).__name__}")
+    if bool(torch_layouts) != (torch_layout is not None):
+        raise ValueError(f"model {name!r}: pass torch_layouts and torch_layout together (or neither)")
+    MODELS[name] = factory
+    if torch_layout is not None:
+        _TORCH_FAMILIES[name] = _UserTorchFamily(tuple(torch_layouts), torch_layout)
+    if video:
+        video_module.FRAME_MODELS[name] = factory
+        MODELS[f"{name}_video"] = video_module.video_factory(name)
 
 
 def _accepted_keys(name: str) -> tuple[str, ...]:
