@@ -101,3 +101,21 @@ def test_deepfakebench_celebdf_style_json_without_compression(tmp_path):
 def test_invalid_json_path(tmp_path):
     with pytest.raises(ValueError, match=r"json_path='FF-DF.yaml'"):
         data.get_builder("deepfakebench", data_dir=tmp_path, json_path="FF-DF.yaml")
+
+
+def test_listed_paths_outside_manual_dir_are_links_out(tmp_path):
+    # A JSON path that exists only outside manual_dir is treated like a symlink out of it.
+    rgb, other = tmp_path / "rgb", tmp_path / "other"
+    write_frames(rgb / "real" / "a", 2, 10, size=(16, 16))
+    write_frames(other / "fake" / "b", 2, 100, size=(16, 16))
+    js = {"X": {
+        "X_real": {"test": {"a": {"label": "DF_real", "frames": [f"real/a/{i:04d}.png" for i in range(2)]}}},
+        "X_fake": {"test": {"b": {"label": "DF_fake",
+                                  "frames": [str(other / f"fake/b/{i:04d}.png") for i in range(2)]}}}}}
+    (tmp_path / "X.json").write_text(json.dumps(js))
+    kw = dict(manual_dir=rgb, json_path=tmp_path / "X.json", image_size=16, frames_per_video=0)
+    with pytest.warns(data.SkippedFilesWarning, match=r"skipped 2 files whose real path is outside manual_dir"):
+        recs = _records(data.load("deepfakebench", "test", data_dir=tmp_path / "dd", **kw))
+    assert [(r["label"], int(r["image"][0, 0, 0])) for r in recs] == [(0, 10), (0, 11)]
+    recs = _records(data.load("deepfakebench", "test", data_dir=tmp_path / "dd", follow_symlinks=True, **kw))
+    assert sorted((r["label"], int(r["image"][0, 0, 0])) for r in recs) == [(0, 10), (0, 11), (1, 100), (1, 101)]
