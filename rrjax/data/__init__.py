@@ -2,7 +2,12 @@
 
 Datasets (:data:`DATASETS`): ``synthetic_images`` and ``synthetic_videos`` (generated,
 the default data; nothing is downloaded), ``faceforensics``, ``celeb_df_v2`` and
-``deepfakebench`` (from files you already have, passed as ``manual_dir``).
+``deepfakebench`` (from files you already have, passed as ``manual_dir``), and any you
+add with :func:`register` (a subclass of :class:`Builder`).
+
+Modules: one per dataset (``synthetic``, ``faceforensics``, ``celeb_df``,
+``deepfakebench``), ``frames`` (what the real datasets share), ``readers`` (safe file
+reading and its limits), ``registry`` and ``pipeline`` (loading and batching).
 
 Typical use::
 
@@ -15,22 +20,16 @@ Typical use::
                                       manual_dir="/data/FaceForensics++", compression="c23")
 """
 
-from rrjax.data.pipeline import (
-    DATASETS,
-    RESIZE_METHODS,
-    batches,
-    default_data_dir,
-    get_builder,
-    load,
-    load_arrays,
-    resize,
-    subset_indices,
-)
-from rrjax.data.real import LayoutError, SkippedFilesWarning, VideoDecoderUnavailableError
+from rrjax.data._base import Builder
+from rrjax.data.frames import LayoutError, SkippedFilesWarning
+from rrjax.data.pipeline import RESIZE_METHODS, batches, load, load_arrays, resize, subset_indices
+from rrjax.data.readers import VideoDecoderUnavailableError
+from rrjax.data.registry import DATASETS, default_data_dir, get_builder, register
 
 __all__ = [
     "DATASETS",
     "RESIZE_METHODS",
+    "Builder",
     "LayoutError",
     "SkippedFilesWarning",
     "VideoDecoderUnavailableError",
@@ -39,6 +38,7 @@ __all__ = [
     "get_builder",
     "load",
     "load_arrays",
+    "register",
     "resize",
     "subset_indices",
 ]

@@ -26,26 +26,15 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from rrjax._validation import check_choice, check_int
-from rrjax.data import real, synthetic
+from rrjax.data.registry import DATASETS, default_data_dir, get_builder
 
 __all__ = [
-    "DATASETS",
     "RESIZE_METHODS",
-    "default_data_dir",
-    "get_builder",
     "load",
     "batches",
     "load_arrays",
     "subset_indices",
 ]
-
-DATASETS = {
-    "synthetic_images": synthetic.SyntheticImages,
-    "synthetic_videos": synthetic.SyntheticVideos,
-    "faceforensics": real.FaceForensics,
-    "celeb_df_v2": real.CelebDF,
-    "deepfakebench": real.DeepfakeBench,
-}
 
 # Pillow filters; every one but "nearest" is antialiased when down-sampling (the filter
 # support grows with the scale factor), so shrinking 256 -> 64 averages, not aliases.
@@ -56,37 +45,6 @@ RESIZE_METHODS = {
     "lanczos": Image.LANCZOS,
     "nearest": Image.NEAREST,
 }
-
-
-def default_data_dir() -> Path:
-    """``$RRJAX_DATA_DIR``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
-    for var in ("RRJAX_DATA_DIR", "TFDS_DATA_DIR"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    return Path("~/tensorflow_datasets").expanduser()
-
-
-def get_builder(name: str, *, data_dir: str | os.PathLike | None = None, **config: Any) -> tfds.core.DatasetBuilder:
-    """The TFDS builder of dataset ``name`` for the given config keywords.
-
-    Args:
-      name: a key of :data:`DATASETS`.
-      data_dir: where prepared datasets live (default :func:`default_data_dir`).
-      **config: the builder's config fields (e.g. ``image_size=64, test_size=200`` for
-        ``synthetic_images``, ``compression="c40"`` for ``faceforensics``).
-
-    Returns:
-      A ``tfds.core.DatasetBuilder`` (call ``download_and_prepare`` / ``as_data_source``).
-
-    Raises:
-      ValueError: unknown name or config field, or an invalid config value.
-    """
-    check_choice(name, DATASETS, name="name")
-    cls = DATASETS[name]
-    unknown = sorted(set(config) - set(cls.config_fields()))
-    if unknown:
-        raise ValueError(f"{name} has no config field(s) {unknown}; expected some of {list(cls.config_fields())}")
-    return cls(data_dir=os.fspath(data_dir or default_data_dir()), config=cls.config_from(**config))
 
 
 def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None,

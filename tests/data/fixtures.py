@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +74,33 @@ def celeb_tree(root: Path, *, kind="frames", frames=4, listing=CELEB_TEST) -> Pa
                 write_frames(root / folder / "frames" / name, frames, value)
     (root / "List_of_testing_videos.txt").write_text("\n".join(listing) + "\n")
     return root
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def write_png_bomb(path: Path, width: int, height: int) -> None:
+    """A valid black 1-bit PNG of ``width x height``: a few KB on disk, ``3 * width * height``
+    bytes once decoded to RGB (a decompression bomb). Written row by row, never decoded."""
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 60):
+    """Fails the test (TimeoutError) if the block blocks longer than ``seconds`` (SIGALRM, main thread)."""
+    def fail(signum, frame):
+        raise TimeoutError(f"blocked for more than {seconds} s")
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

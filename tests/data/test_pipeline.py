@@ -135,28 +135,6 @@ def test_prefetch_propagates_errors_and_stops_when_abandoned():
     assert threading.active_count() <= before
 
 
-def test_registry_errors_list_valid_names(tmp_path):
-    with pytest.raises(ValueError, match=r"name='ff\+\+' is not valid; expected one of 'synthetic_images'"):
-        data.get_builder("ff++")
-    with pytest.raises(ValueError, match=r"no config field\(s\) \['resolution'\].*'image_size'"):
-        data.get_builder("synthetic_images", data_dir=tmp_path, resolution=64)
-    assert set(data.DATASETS) == {"synthetic_images", "synthetic_videos", "faceforensics", "celeb_df_v2",
-                                  "deepfakebench"}
-    for name, cls in data.DATASETS.items():
-        assert cls.name == name  # the registry key is also the tfds name (tfds.data_source(name))
-
-
-def test_default_data_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("RRJAX_DATA_DIR", str(tmp_path / "a"))
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "b"))
-    assert data.default_data_dir() == tmp_path / "a"
-    monkeypatch.delenv("RRJAX_DATA_DIR")
-    assert data.default_data_dir() == tmp_path / "b"
-    monkeypatch.delenv("TFDS_DATA_DIR")
-    assert str(data.default_data_dir()).endswith("tensorflow_datasets")
-    assert data.get_builder("synthetic_images", data_dir=tmp_path / "c").data_dir.startswith(str(tmp_path / "c"))
-
-
 def test_load_arrays_and_unknown_split(tmp_path):
     kw = dict(data_dir=tmp_path, image_size=32, train_size=0, validation_size=0, test_size=6)
     x, y, vid = data.load_arrays("synthetic_images", "test", n=4, shuffle=False, **kw)
@@ -169,3 +147,8 @@ def test_load_arrays_and_unknown_split(tmp_path):
         data.load("synthetic_images", "train", **kw)
     with pytest.raises(ValueError, match=r"not prepared .* and prepare=False"):
         data.load("synthetic_images", "test", data_dir=tmp_path / "other", test_size=6, prepare=False)
+
+
+def test_manual_dataset_without_manual_dir(tmp_path):
+    with pytest.raises(ValueError, match=r"manual_dir=None is not a folder.*train.json"):
+        data.load("faceforensics", "train", data_dir=tmp_path)
