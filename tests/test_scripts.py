@@ -42,7 +42,7 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     assert len(rows) == 2 * 2 * 3 * 5 and {r["model"] for r in rows} == {"m", "n"} and rows[0]["n"] == 6
     # --unroll=auto on the CPU backend: PGD's short loop is unrolled, and the records say so.
     assert {r["attack_params"].get("unroll") for r in rows if r["attack"] == "pgd"} == {True}
-    assert rows[0]["checkpoint_sha256"] == json.loads((tiny_checkpoint / "metadata.json").read_text())["content_sha256"]
+    assert rows[0]["checkpoint_sha256"] == checkpoints.read_metadata(tiny_checkpoint)["content_sha256"]
     assert "records:" in res.stdout and "figures:" in res.stdout
     assert any((out / "figures").glob("rr_ra_*.png"))
     again = _run("sweep.py", *both, *data, "--figures=false")
