@@ -118,6 +118,22 @@ def test_sweep_script_rejects_bad_flags(tiny_checkpoint, tmp_path, flags, messag
     assert not (tmp_path / "records.jsonl").exists()
 
 
+def test_convert_script_explains_a_pickled_module_in_one_line(tmp_path):
+    import torch
+
+    from tests.models import torch_refs as R
+
+    torch.save(R.Meso4Ref(32), tmp_path / "whole.pth")  # a pickled nn.Module, as FaceForensics++ ships its Xception
+    res = _run("convert_weights.py", "--model=meso4", "--image_size=32", f"--pth={tmp_path / 'whole.pth'}",
+               f"--out={tmp_path / 'o'}")
+    errors = [ln for ln in res.stderr.splitlines() if "convert_weights.py: error:" in ln]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr[-3000:]
+    assert errors[0].startswith("convert_weights.py: error: torch.load(weights_only=True) refused")
+    assert errors[0].endswith(f"torch.save(m.state_dict(), '{tmp_path / 'whole_state_dict.pth'}'); then convert "
+                              f"'{tmp_path / 'whole_state_dict.pth'}'"), errors[0]
+    assert not (tmp_path / "o").exists()
+
+
 def test_convert_and_plot_scripts_reject_missing_paths(tmp_path):
     res = _run("convert_weights.py", "--model=meso4", f"--pth={tmp_path / 'none.pth'}", f"--out={tmp_path / 'o'}")
     assert res.returncode == 2 and "is not a file; expected a PyTorch .pth state dict" in res.stderr
