@@ -8,7 +8,7 @@ comes in through two callables, ``train_batches(epoch) -> iterable of batch dict
 
 (``index`` and ``video_id`` are optional here; ``video_id`` enables video-level metrics).
 
-Decisions (details in notes/train.md):
+Decisions (details in BUILD_NOTES.md, "Training, clean metrics and checkpoints"):
 
 * **Optimizer.** Adam (b1 0.9, b2 0.999, eps 1e-8) with DeepfakeBench's defaults lr 2e-4 and
   weight decay 5e-4. DeepfakeBench passes ``weight_decay`` to ``torch.optim.Adam``, which adds
@@ -32,11 +32,13 @@ Decisions (details in notes/train.md):
 * **Randomness.** The dropout key of step ``s`` is ``fold_in(rng, s)``, so a resumed run draws
   the same keys as an uninterrupted one; the data order is the callable's business and must be
   a function of (seed, epoch), as ``rrjax.data.batches`` is.
-* **Resume.** The training state (params, other collections, optimizer state, step, epoch, rng)
-  and the history are saved together by an orbax ``CheckpointManager`` after every epoch
-  (``work_dir/state/<epoch>``; orbax commits each step atomically). A resumed run restores the
-  latest one against an abstract target (``jax.eval_shape``) and continues; it refuses a state
-  written with another model or other hyperparameters.
+* **State and resume.** The training state is one ``rrjax.train_state.TrainState`` pytree
+  (params, other collections, optimizer state, step, epoch, rng); the optimizer is rebuilt from
+  its hyperparameters. ``train`` is a short loop over :func:`train_epoch`; the state and the
+  history are saved together by an orbax ``CheckpointManager`` after every epoch
+  (``work_dir/state/<epoch>``; orbax commits each step atomically), and a resumed run restores
+  the latest one against an abstract target (``jax.eval_shape``) and continues; it refuses a
+  state written with another model or other hyperparameters (``train_state.restore_or_init``).
 * **Clean metrics.** Probabilities are recomputed on the host in float64 from the logits
   (``expit(l1 - l0)``), so that confident predictions do not collapse into float32 ties at 1.0,
   which would distort AUC/AP.
@@ -44,6 +46,7 @@ Decisions (details in notes/train.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -56,7 +59,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -64,23 +66,34 @@ from scipy import special
 
 from rrjax import checkpoints, clean_metrics
 from rrjax._io import atomic_write_json
-from rrjax.sharding import data_mesh, pad_batch, shard_rows
-from rrjax._validation import as_labels, as_pixels, check_choice, check_int, check_number
+from rrjax._validation import as_labels, as_pixels, check_int
 from rrjax.models.base import Detector
+from rrjax.sharding import data_mesh, pad_batch, shard_rows
+from rrjax.train_state import (
+    ADAM,
+    WEIGHT_DECAY_MODES,
+    OptimizerConfig,
+    TrainState,
+    fingerprint,
+    make_optimizer,
+    make_train_step,
+    restore_or_init,
+    save_state,
+)
 
 __all__ = [
     "WEIGHT_DECAY_MODES",
     "TrainResult",
+    "TrainState",
     "make_optimizer",
     "pad_batch",
     "train",
+    "train_epoch",
     "predict",
     "evaluate",
     "export",
 ]
 
-WEIGHT_DECAY_MODES = ("l2", "decoupled")
-_ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}  # torch.optim.Adam's defaults, as DeepfakeBench uses
 BatchFn = Callable[[int], Iterable[Mapping[str, Any]]]
 
 
@@ -103,37 +116,6 @@ class TrainResult:
     config: dict
     step: int
     epoch: int
-
-
-def make_optimizer(
-    *, learning_rate: float = 2e-4, weight_decay: float = 5e-4, weight_decay_mode: str = "l2"
-) -> optax.GradientTransformation:
-    """Adam with L2 (torch ``Adam(weight_decay=...)``) or decoupled (AdamW) weight decay.
-
-    Args:
-      learning_rate: step size (> 0).
-      weight_decay: decay coefficient (>= 0).
-      weight_decay_mode: ``"l2"`` adds ``weight_decay * param`` to the gradient before Adam's
-        moments (DeepfakeBench / torch ``Adam``); ``"decoupled"`` applies
-        ``-learning_rate * weight_decay * param`` outside them (torch ``AdamW``, ``optax.adamw``).
-
-    Returns:
-      An ``optax.GradientTransformation``.
-
-    References:
-      Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
-      Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
-    """
-    learning_rate = check_number(learning_rate, name="learning_rate", lower=0.0, strict=True)
-    weight_decay = check_number(weight_decay, name="weight_decay", lower=0.0)
-    check_choice(weight_decay_mode, WEIGHT_DECAY_MODES, name="weight_decay_mode")
-    if weight_decay_mode == "decoupled":
-        return optax.adamw(learning_rate, weight_decay=weight_decay, **_ADAM)
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        optax.scale_by_adam(**_ADAM),
-        optax.scale(-learning_rate),
-    )
 
 
 # ----------------------------------------------------------------------------- batches
@@ -173,56 +155,12 @@ def _put(arrays: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     return {k: shard_rows(mesh, v) for k, v in arrays.items()}
 
 
-# ----------------------------------------------------------------------------- compiled steps
-
-
-@functools.lru_cache(maxsize=8)
-def _train_step(detector: Detector, hparams: tuple[tuple[str, Any], ...], mesh: Mesh) -> Callable:
-    """The jitted step ``(state, x, y, mask) -> (state, sums)``, cached per detector/optimizer/mesh
-    so repeated ``train`` calls in one process (resume, sweeps, tests) compile once."""
-    tx = make_optimizer(**dict(hparams))
-
-    def step(state, x, y, mask):
-        key = jax.random.fold_in(state["rng"], state["step"])
-
-        def loss_fn(params):
-            variables = {"params": params, **state["collections"]}
-            logits, updates = detector.apply_train(variables, x, key=key)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
-            loss = jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-            return loss, (logits, updates, ce)
-
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, (logits, updates, ce)), grads = grad_fn(state["params"])
-        deltas, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new_state = {
-            **state,
-            "params": optax.apply_updates(state["params"], deltas),
-            "opt_state": opt_state,
-            "collections": {**state["collections"], **updates},
-            "step": state["step"] + 1,
-        }
-        correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
-        # Sums, not means: they add across steps and the host divides once per epoch.
-        sums = {"loss": jnp.sum(ce * mask), "correct": jnp.sum(correct * mask), "n": jnp.sum(mask)}
-        return new_state, sums
-
-    replicated = NamedSharding(mesh, P())
-    batch = NamedSharding(mesh, P("data"))
-    return jax.jit(
-        step,
-        in_shardings=(replicated, batch, batch, batch),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
+# ----------------------------------------------------------------------------- evaluation
 
 
 @functools.partial(jax.jit, static_argnames=("detector",))
 def _eval_logits(variables: Any, x: jax.Array, *, detector: Detector) -> jax.Array:
     return detector.apply(variables, x).astype(jnp.float32)
-
-
-# ----------------------------------------------------------------------------- evaluation
 
 
 def predict(
@@ -300,49 +238,109 @@ def evaluate(
 # ----------------------------------------------------------------------------- training
 
 
-def _fingerprint(detector: Detector, config: dict, run_info: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("learning_rate", "weight_decay", "weight_decay_mode", "seed")
-    return json.loads(
-        json.dumps(
-            {
-                "model": detector.name,
-                "config": dict(detector.config),
-                "input_shape": list(detector.input_shape),
-                **{k: config[k] for k in keep},
-                **{f"run:{k}": v for k, v in sorted(run_info.items())},
-            }
-        )
-    )
+def train_epoch(
+    state: TrainState,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    detector: Detector,
+    optimizer: OptimizerConfig,
+    mesh: Mesh,
+    epoch: int,
+    log_every: int = 0,
+) -> tuple[TrainState, dict[str, float]]:
+    """One epoch of the jitted data-parallel step (``train_state.make_train_step``) over ``batches``.
+
+    Args:
+      state: the training state, replicated over ``mesh``.
+      batches: this epoch's batch dicts (``x``, ``y``; see the module docstring).
+      detector, optimizer, mesh: what the step is compiled for.
+      epoch: the 0-based epoch (for messages and logs).
+      log_every: log the running mean loss every this many steps (0: never).
+
+    Returns:
+      ``(state, sums)``: the state after the epoch and the epoch's ``loss``, ``correct`` and
+      ``n`` summed over real (unpadded) rows, as host floats.
+
+    Raises:
+      ValueError: a batch is invalid, or ``batches`` yielded none.
+    """
+    step_fn = make_train_step(detector, optimizer, mesh)
+    n_dev = int(mesh.devices.size)
+    where = f"train_batches({epoch})"
+    step = int(state.step)
+    sums = None
+    for batch in batches:
+        host = _host_batch(batch, detector, where=where)
+        padded, mask = pad_batch({"x": host["x"], "y": host["y"]}, n_dev)
+        dev = _put({**padded, "mask": mask}, mesh)
+        state, s = step_fn(state, dev["x"], dev["y"], dev["mask"])
+        sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
+        step += 1
+        if log_every and step % log_every == 0:
+            logging.info(
+                "epoch %d step %d: mean train loss so far %.4f",
+                epoch + 1, step, float(sums["loss"]) / float(sums["n"]),
+            )
+    if sums is None:
+        raise ValueError(f"{where} yielded no batches; expected at least one")
+    return state, {k: float(v) for k, v in sums.items()}
 
 
-def _init_state(detector: Detector, hparams: tuple, seed: int, init_variables: Any) -> dict:
-    tx = make_optimizer(**dict(hparams))
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-    variables = detector.init(init_key) if init_variables is None else init_variables
-    variables = {k: v for k, v in variables.items()}
-    params = variables.pop("params")
-    return {
-        "params": params,
-        "collections": variables,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "epoch": jnp.zeros((), jnp.int32),
-        "rng": train_key,
-    }
-
-
-@functools.lru_cache(maxsize=8)
-def _init_fn(mesh: Mesh) -> Callable:
-    # jit, not eager: eager Linen init dispatches (and compiles) every op separately.
-    return jax.jit(_init_state, static_argnums=(0, 1, 2), out_shardings=NamedSharding(mesh, P()))
-
-
-def _variables(state: dict) -> dict:
-    return {"params": state["params"], **state["collections"]}
+def _check_train_args(
+    detector: Any,
+    train_batches: Any,
+    val_batches: Any,
+    init_variables: Any,
+    *,
+    epochs: Any,
+    seed: Any,
+    log_every: Any,
+    max_to_keep: Any,
+    resume: Any,
+    learning_rate: Any,
+    weight_decay: Any,
+    weight_decay_mode: Any,
+) -> tuple[int, int, int, int, OptimizerConfig]:
+    """Validates ``train``'s arguments; returns ``(epochs, seed, log_every, max_to_keep, optimizer)``."""
+    if not isinstance(detector, Detector):
+        raise ValueError(f"detector must be an rrjax.models.Detector, got {type(detector).__name__}")
+    if not callable(train_batches):
+        raise ValueError("train_batches must be a callable epoch -> iterable of batch dicts")
+    if val_batches is not None and not callable(val_batches):
+        raise ValueError("val_batches must be None or a callable () -> iterable of batch dicts")
+    epochs = check_int(epochs, name="epochs", minimum=1)
+    seed = check_int(seed, name="seed", minimum=0)
+    log_every = check_int(log_every, name="log_every", minimum=0)
+    max_to_keep = check_int(max_to_keep, name="max_to_keep", minimum=1)
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume must be True or False, got {resume!r}")
+    optimizer = OptimizerConfig(learning_rate, weight_decay, weight_decay_mode)
+    if init_variables is not None:
+        problems = checkpoints.variable_mismatches(detector, init_variables)
+        if problems:
+            raise ValueError(
+                f"init_variables do not match detector {detector.name!r}: "
+                f"{checkpoints.summarise_mismatches(problems)}"
+            )
+    return epochs, seed, log_every, max_to_keep, optimizer
 
 
 def _mean_or_none(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
+
+
+def _epoch_record(epoch: int, step: int, sums: dict[str, float], work_dir: pathlib.Path) -> dict[str, Any]:
+    if not np.isfinite(sums["loss"]):
+        raise FloatingPointError(
+            f"training diverged in epoch {epoch + 1} (mean loss {sums['loss'] / sums['n']}); "
+            f"the state of epoch {epoch} is kept in {str(work_dir)!r}. Lower learning_rate."
+        )
+    train_metrics = {
+        "loss": _mean_or_none(sums["loss"], sums["n"]),
+        "acc": _mean_or_none(sums["correct"], sums["n"]),
+        "n": int(sums["n"]),
+    }
+    return {"epoch": epoch + 1, "step": step, "train": train_metrics}
 
 
 def train(
@@ -396,150 +394,47 @@ def train(
         ``resume``, or a state written by a different model / hyperparameters.
       FloatingPointError: the training loss became NaN or inf (nothing of that epoch is saved).
     """
-    if not isinstance(detector, Detector):
-        raise ValueError(f"detector must be an rrjax.models.Detector, got {type(detector).__name__}")
-    if not callable(train_batches):
-        raise ValueError("train_batches must be a callable epoch -> iterable of batch dicts")
-    if val_batches is not None and not callable(val_batches):
-        raise ValueError("val_batches must be None or a callable () -> iterable of batch dicts")
-    epochs = check_int(epochs, name="epochs", minimum=1)
-    seed = check_int(seed, name="seed", minimum=0)
-    log_every = check_int(log_every, name="log_every", minimum=0)
-    max_to_keep = check_int(max_to_keep, name="max_to_keep", minimum=1)
-    if not isinstance(resume, bool):
-        raise ValueError(f"resume must be True or False, got {resume!r}")
-    make_optimizer(  # validates the three before they become cache keys
-        learning_rate=learning_rate, weight_decay=weight_decay, weight_decay_mode=weight_decay_mode
-    )
-    hparams = (
-        ("learning_rate", float(learning_rate)),
-        ("weight_decay", float(weight_decay)),
-        ("weight_decay_mode", weight_decay_mode),
+    epochs, seed, log_every, max_to_keep, optimizer = _check_train_args(
+        detector, train_batches, val_batches, init_variables, epochs=epochs, seed=seed, log_every=log_every,
+        max_to_keep=max_to_keep, resume=resume, learning_rate=learning_rate, weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
     )
     mesh = _mesh(devices)
-    n_dev = int(mesh.devices.size)
     config = {
-        "optimizer": f"adam(b1={_ADAM['b1']}, b2={_ADAM['b2']}, eps={_ADAM['eps']})",
-        "learning_rate": float(learning_rate),
-        "weight_decay": float(weight_decay),
-        "weight_decay_mode": weight_decay_mode,
+        "optimizer": f"adam(b1={ADAM['b1']}, b2={ADAM['b2']}, eps={ADAM['eps']})",
+        **dataclasses.asdict(optimizer),
         "seed": seed,
         "epochs": epochs,
-        "devices": n_dev,
+        "devices": int(mesh.devices.size),
     }
-    fingerprint = _fingerprint(detector, config, dict(run_info or {}))
-    if init_variables is not None:
-        problems = checkpoints.variable_mismatches(detector, init_variables)
-        if problems:
-            raise ValueError(
-                f"init_variables do not match detector {detector.name!r}: "
-                f"{checkpoints.summarise_mismatches(problems)}"
-            )
-
+    run_fingerprint = fingerprint(detector, optimizer, seed, dict(run_info or {}))
     work_dir = pathlib.Path(work_dir).absolute()
     work_dir.mkdir(parents=True, exist_ok=True)
-    replicated = NamedSharding(mesh, P())
-    init_fn = _init_fn(mesh)
-    abstract = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-        jax.eval_shape(init_fn, detector, hparams, seed, init_variables),
-    )
-    manager = ocp.CheckpointManager(
-        work_dir / "state",
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
-        ),
-    )
-    try:
-        latest = manager.latest_step()
-        if latest is None:
-            state = init_fn(detector, hparams, seed, init_variables)
-            history: list[dict] = []
-        else:
-            if not resume:
-                raise ValueError(
-                    f"work_dir={str(work_dir)!r} already holds training state (epoch {latest}); pass "
-                    "resume=True to continue it, or use a fresh work_dir"
-                )
-            restored = manager.restore(
-                latest,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), run=ocp.args.JsonRestore()
-                ),
-            )
-            saved = restored.run["fingerprint"]
-            if saved != fingerprint:
-                diff = sorted(k for k in saved.keys() | fingerprint.keys() if saved.get(k) != fingerprint.get(k))
-                raise ValueError(
-                    f"work_dir={str(work_dir)!r} holds a run with different {diff} "
-                    f"(saved {[saved.get(k) for k in diff]}, now {[fingerprint.get(k) for k in diff]}); "
-                    "resume with the same settings or use a fresh work_dir"
-                )
-            state, history = restored.state, list(restored.run["history"])
-            if int(state["epoch"]) > epochs:
-                raise ValueError(
-                    f"work_dir={str(work_dir)!r} holds {int(state['epoch'])} completed epochs, more "
-                    f"than epochs={epochs}"
-                )
-            logging.info("resumed %s from epoch %d, step %d", work_dir, int(state["epoch"]), int(state["step"]))
-
-        step_fn = _train_step(detector, hparams, mesh)
-        step = int(state["step"])
-        for epoch in range(int(state["epoch"]), epochs):
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
+    with contextlib.closing(ocp.CheckpointManager(work_dir / "state", options=options)) as manager:
+        state, history = restore_or_init(
+            manager, detector=detector, optimizer=optimizer, seed=seed, mesh=mesh, init_variables=init_variables,
+            run_fingerprint=run_fingerprint, resume=resume, epochs=epochs,
+        )
+        for epoch in range(int(state.epoch), epochs):
             start = time.perf_counter()
-            sums = None
-            for batch in train_batches(epoch):
-                host = _host_batch(batch, detector, where=f"train_batches({epoch})")
-                padded, mask = pad_batch({"x": host["x"], "y": host["y"]}, n_dev)
-                dev = _put({**padded, "mask": mask}, mesh)
-                state, s = step_fn(state, dev["x"], dev["y"], dev["mask"])
-                sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
-                step += 1
-                if log_every and step % log_every == 0:
-                    logging.info(
-                        "epoch %d step %d: mean train loss so far %.4f",
-                        epoch + 1, step, float(sums["loss"]) / float(sums["n"]),
-                    )
-            if sums is None:
-                raise ValueError(f"train_batches({epoch}) yielded no batches; expected at least one")
-            sums = {k: float(v) for k, v in sums.items()}
-            if not np.isfinite(sums["loss"]):
-                raise FloatingPointError(
-                    f"training diverged in epoch {epoch + 1} (mean loss {sums['loss'] / sums['n']}); "
-                    f"the state of epoch {epoch} is kept in {str(work_dir)!r}. Lower learning_rate."
-                )
-            state = {**state, "epoch": jax.device_put(jnp.int32(epoch + 1), replicated)}
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": step,
-                "train": {
-                    "loss": _mean_or_none(sums["loss"], sums["n"]),
-                    "acc": _mean_or_none(sums["correct"], sums["n"]),
-                    "n": int(sums["n"]),
-                },
-            }
+            state, sums = train_epoch(state, train_batches(epoch), detector=detector, optimizer=optimizer,
+                                      mesh=mesh, epoch=epoch, log_every=log_every)
+            record = _epoch_record(epoch, int(state.step), sums, work_dir)
+            state = state.replace(epoch=jax.device_put(jnp.int32(epoch + 1), NamedSharding(mesh, P())))
             if val_batches is not None:
-                record["val"] = evaluate(detector, _variables(state), val_batches(), devices=list(mesh.devices.flat))
+                record["val"] = evaluate(detector, state.variables, val_batches(), devices=list(mesh.devices.flat))
             record["seconds"] = round(time.perf_counter() - start, 3)
             history.append(record)
             logging.info("epoch %d/%d: %s", epoch + 1, epochs, json.dumps(record))
-            manager.save(
-                epoch + 1,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state),
-                    run=ocp.args.JsonSave({"fingerprint": fingerprint, "history": history}),
-                ),
-            )
-            manager.wait_until_finished()
+            save_state(manager, state, run_fingerprint, history)
             atomic_write_json(work_dir / "history.json", history, indent=2, sort_keys=True)
-    finally:
-        manager.close()
     return TrainResult(
-        variables=_variables(state),
+        variables=state.variables,
         history=history,
-        config={**config, "steps": int(state["step"])},
-        step=int(state["step"]),
-        epoch=int(state["epoch"]),
+        config={**config, "steps": int(state.step)},
+        step=int(state.step),
+        epoch=int(state.epoch),
     )
 
 

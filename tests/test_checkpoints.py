@@ -1,16 +1,21 @@
 """Detector checkpoints: round trip, atomic writes, and rejection of bad directories."""
 
+import hashlib
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from rrjax import checkpoints
+from rrjax.checkpoints import _store
 from rrjax.models.base import Detector
 
 
@@ -72,7 +77,8 @@ def test_round_trip_gives_bit_identical_logits_and_metadata(saved, trained):
     assert meta["content_sha256"] == checkpoints.content_hash(variables)
     assert meta["param_count"] == det.param_count(variables)
     assert {"jax", "flax", "optax", "orbax-checkpoint", "numpy", "python", "rrjax"} <= meta["versions"].keys()
-    assert checkpoints.read_metadata(saved) == meta
+    assert checkpoints.read_metadata(saved) == meta == checkpoints.verify(saved)
+    assert meta["format_version"] == 2 and meta["sidecar_sha256"]
     # Nothing but the checkpoint is left next to it (no temp directories).
     assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
 
@@ -117,61 +123,100 @@ def test_overwrite_never_replaces_a_directory_that_is_not_a_checkpoint(tmp_path,
 
 def test_interrupted_save_leaves_nothing_that_looks_like_a_checkpoint(tmp_path, trained, monkeypatch):
     det, variables, _ = trained
-    real = checkpoints._write_json
+    written = []
 
-    def crash_on_marker(path, obj):
-        if path.name == checkpoints.MARKER:
-            raise KeyboardInterrupt("simulated kill before the marker")
-        real(path, obj)
+    def crash(self, directory):  # every file is written; orbax has not committed yet
+        written.extend(p.name for p in pathlib.Path(directory).rglob("*"))
+        raise KeyboardInterrupt("simulated kill before orbax commits")
 
-    monkeypatch.setattr(checkpoints, "_write_json", crash_on_marker)
+    monkeypatch.setattr(ocp.CompositeCheckpointHandler, "finalize", crash)
     with pytest.raises(KeyboardInterrupt):
         checkpoints.save(tmp_path / "ckpt", det, variables)
+    assert {"arrays.orbax-checkpoint-tmp", "sidecar.orbax-checkpoint-tmp", "metadata.json", "_METADATA"} <= set(written)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_partial_directory_is_rejected(saved, trained):
-    (saved / checkpoints.MARKER).unlink()
-    with pytest.raises(ValueError, match="is incomplete: it has no COMPLETE marker"):
-        checkpoints.load(saved, detector=trained[0])
-    with pytest.raises(ValueError, match="is incomplete"):
-        checkpoints.read_metadata(saved)
+def test_overwrite_keeps_the_old_checkpoint_until_the_new_one_is_swapped_in(saved, trained, monkeypatch):
+    det, variables, _ = trained
+    before = checkpoints.verify(saved)["content_sha256"]
+    doubled = jax.tree_util.tree_map(lambda a: a * 2, variables)
+
+    def crash(a, b):
+        assert checkpoints.verify(a)["content_sha256"] == checkpoints.content_hash(doubled)  # new one committed
+        assert checkpoints.verify(b)["content_sha256"] == before  # old one still in place
+        raise KeyboardInterrupt("simulated kill before the swap")
+
+    monkeypatch.setattr(_store, "exchange", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(saved, det, doubled, overwrite=True)
+    assert checkpoints.verify(saved)["content_sha256"] == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
+
+
+def test_overwrite_without_renameat2_falls_back_to_renames(saved, trained, monkeypatch):
+    det, variables, _ = trained
+    monkeypatch.setattr(_store, "_libc_renameat2", lambda: None)
+    doubled = jax.tree_util.tree_map(lambda a: a * 2, variables)
+    checkpoints.save(saved, det, doubled, overwrite=True)
+    assert checkpoints.verify(saved)["content_sha256"] == checkpoints.content_hash(doubled)
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["ckpt"]
 
 
 def _array_files(path):
-    return sorted(p for p in (path / checkpoints.ARRAYS).rglob("*") if p.is_file() and p.stat().st_size > 0)
+    """The arrays item's files, largest (the one holding the numbers) last."""
+    files = [p for p in (path / checkpoints.ARRAYS).rglob("*") if p.is_file() and p.stat().st_size > 0]
+    return sorted(files, key=lambda p: (p.stat().st_size, p.as_posix()))
+
+
+def test_partial_copy_is_rejected(saved, trained):
+    sidecar = saved / checkpoints.SIDECAR_ITEM / checkpoints.SIDECAR
+    text = sidecar.read_text()
+    sidecar.unlink()
+    with pytest.raises(ValueError, match="is incomplete: the sidecar sidecar/metadata.json is missing"):
+        checkpoints.load(saved, detector=trained[0])
+    with pytest.raises(ValueError, match="is incomplete"):
+        checkpoints.read_metadata(saved)
+    sidecar.write_text(text)
+    _array_files(saved)[-1].unlink()
+    with pytest.raises(ValueError, match=r"is corrupt: orbax could not read arrays/ \(.+\); a file under it is missing"):
+        checkpoints.load(saved, detector=trained[0])
+    import shutil
+
+    shutil.rmtree(saved / checkpoints.ARRAYS)
+    with pytest.raises(ValueError, match="is incomplete: arrays/ is missing"):
+        checkpoints.verify(saved)
 
 
 def test_truncated_array_file_is_rejected(saved, trained):
     victim = _array_files(saved)[-1]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    rel = victim.relative_to(saved).as_posix()
-    with pytest.raises(ValueError, match=rf"is corrupt: {rel} is truncated \({len(data) // 2} bytes, expected {len(data)}\)"):
+    with pytest.raises(ValueError, match=r"is corrupt: orbax could not read arrays/ \(.+\); a file under it is missing, truncated or modified; re-create it"):
         checkpoints.load(saved, detector=trained[0])
 
 
 def test_garbage_of_the_same_size_is_rejected(saved, trained):
-    victim = _array_files(saved)[0]
+    victim = _array_files(saved)[-1]
     victim.write_bytes(os.urandom(victim.stat().st_size))
-    with pytest.raises(ValueError, match=r"was modified \(SHA-256 mismatch\).*re-create it"):
+    with pytest.raises(ValueError, match=r"is corrupt: (orbax could not read|the restored arrays' content hash).*re-create it"):
         checkpoints.load(saved, detector=trained[0])
 
 
-def test_edited_sidecar_and_garbage_marker_are_rejected(saved, trained):
-    meta = json.loads((saved / checkpoints.SIDECAR).read_text())
+def test_edited_sidecar_and_garbage_sidecar_are_rejected(saved, trained):
+    sidecar = saved / checkpoints.SIDECAR_ITEM / checkpoints.SIDECAR
+    meta = json.loads(sidecar.read_text())
     meta["metrics"]["acc"] = 0.99
-    (saved / checkpoints.SIDECAR).write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="metadata.json is (resized|truncated|modified)"):
+    sidecar.write_text(json.dumps(meta, indent=2))
+    with pytest.raises(ValueError, match="sidecar sidecar/metadata.json was edited after the checkpoint was written"):
         checkpoints.read_metadata(saved)
-    (saved / checkpoints.MARKER).write_bytes(b"\x00\xffnot json")
-    with pytest.raises(ValueError, match="marker COMPLETE is not valid JSON"):
+    sidecar.write_bytes(b"\x00\xffnot json")
+    with pytest.raises(ValueError, match="the sidecar sidecar/metadata.json is not valid JSON"):
         checkpoints.load(saved, detector=trained[0])
 
 
-def test_swapped_arrays_with_a_forged_file_manifest_fail_the_content_hash(tmp_path, trained):
-    # Files are internally consistent (the forger rewrote the marker's file list), but the arrays
-    # are another model's: only the hash of the restored numbers can tell.
+def test_swapped_arrays_fail_the_content_hash(tmp_path, trained):
+    # Every file is a valid orbax file, but the arrays are another checkpoint's: only the hash of
+    # the restored numbers can tell.
     det, variables, _ = trained
     a = checkpoints.save(tmp_path / "a", det, variables)
     b = checkpoints.save(tmp_path / "b", det, jax.tree_util.tree_map(lambda v: v + 1, variables))
@@ -179,11 +224,10 @@ def test_swapped_arrays_with_a_forged_file_manifest_fail_the_content_hash(tmp_pa
 
     shutil.rmtree(a / checkpoints.ARRAYS)
     shutil.copytree(b / checkpoints.ARRAYS, a / checkpoints.ARRAYS)
-    marker = json.loads((a / checkpoints.MARKER).read_text())
-    marker["files"] = checkpoints._manifest(a)
-    (a / checkpoints.MARKER).write_text(json.dumps(marker))
     with pytest.raises(ValueError, match="content hash differs from the sidecar's"):
         checkpoints.load(a, detector=det)
+    with pytest.raises(ValueError, match=r"content hash differs from the sidecar's \(the arrays were modified"):
+        checkpoints.verify(a)  # no detector needed
 
 
 def test_wrong_model_config_or_shapes_are_rejected(saved):
@@ -225,3 +269,75 @@ def test_content_hash_tracks_bytes_dtype_and_path():
     assert checkpoints.content_hash({"params": {"w": base["params"]["w"].reshape(3, 2)}}) != h
     assert checkpoints.content_hash({"params": {"w": base["params"]["w"].astype(np.int32)}}) != h
     assert checkpoints.content_hash({"params": {"v": base["params"]["w"]}}) != h
+
+
+def _write_v1(path, det, variables, **extra):
+    """A checkpoint as rrjax wrote it before format version 2 (metadata.json, arrays/ and a
+    COMPLETE manifest of every file's size and SHA-256), written here independently of rrjax."""
+    tree = jax.tree_util.tree_map(np.asarray, variables)
+    path.mkdir(parents=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(path / "arrays", tree)
+    ckptr.wait_until_finished()
+    ckptr.close()
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    arrays = sorted(({"path": "/".join(k.key for k in kp), "shape": list(a.shape), "dtype": a.dtype.name}
+                     for kp, a in flat), key=lambda d: d["path"])
+    digest = checkpoints.content_hash(tree)
+    meta = {"format": checkpoints.FORMAT, "format_version": 1, "model": det.name, "config": dict(det.config),
+            "input_shape": list(det.input_shape), "param_count": 1, "arrays": arrays, "content_sha256": digest,
+            "versions": {"rrjax": "0.0.1"}, "created_utc": "2025-01-01T00:00:00+00:00", **extra}
+    (path / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    files = {f.relative_to(path).as_posix(): {"size": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+             for f in sorted(path.rglob("*")) if f.is_file()}
+    marker = {"format": checkpoints.FORMAT, "format_version": 1, "content_sha256": digest, "files": files}
+    (path / "COMPLETE").write_text(json.dumps(marker))
+    return path, meta
+
+
+def _upgrade(*paths):
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1]), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "rrjax.checkpoints", "upgrade", *map(str, paths)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_version_1_checkpoints_name_the_upgrade_command_which_keeps_metadata_and_weights(tmp_path, trained):
+    det, variables, x = trained
+    old, v1_meta = _write_v1(tmp_path / "old ckpt", det, variables, dataset="toy", metrics={"acc": 0.5})
+    for call in (checkpoints.load, checkpoints.verify, checkpoints.read_metadata):
+        with pytest.raises(ValueError) as err:
+            call(old)
+        assert "\n" not in str(err.value) and str(err.value).endswith(
+            f"format version 1, which this rrjax no longer reads; convert it once, keeping its metadata and "
+            f"weights: python -m rrjax.checkpoints upgrade '{old}'"), str(err.value)
+    proc = _upgrade(old)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"content_sha256 {v1_meta['content_sha256']}" in proc.stdout
+    _, restored, meta = checkpoints.load(old, detector=det)
+    np.testing.assert_array_equal(np.asarray(det.apply(restored, x)), np.asarray(det.apply(variables, x)))
+    assert meta["content_sha256"] == v1_meta["content_sha256"] == checkpoints.content_hash(variables)
+    assert {k: v for k, v in meta.items() if k not in ("format_version", "upgraded", "sidecar_sha256")} == {
+        k: v for k, v in v1_meta.items() if k != "format_version"}
+    assert meta["format_version"] == 2 and meta["upgraded"]["from_format_version"] == 1
+    assert sorted(p.name for p in old.parent.iterdir()) == ["old ckpt"]
+    proc = _upgrade(old)  # already upgraded: one line, exit status 2
+    assert proc.returncode == 2 and proc.stderr.strip().endswith("is not a version-1 rrjax checkpoint (it has no COMPLETE marker)")
+
+
+def test_upgrade_refuses_a_modified_version_1_checkpoint(tmp_path, trained):
+    det, variables, _ = trained
+    old, meta = _write_v1(tmp_path / "old", det, variables)
+    (old / "metadata.json").write_text(json.dumps({**meta, "dataset": "forged"}))
+    proc = _upgrade(old)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "is corrupt: metadata.json does not match its COMPLETE marker" in last, proc.stderr
+    old, meta = _write_v1(tmp_path / "old2", det, variables)
+    other = jax.tree_util.tree_map(lambda a: a + 1, variables)
+    import shutil
+
+    shutil.rmtree(old / "arrays")
+    _write_v1(tmp_path / "other", det, other)
+    shutil.copytree(tmp_path / "other" / "arrays", old / "arrays")
+    with pytest.raises(ValueError, match="content hash differs from the sidecar's"):
+        checkpoints.upgrade(old)
+    assert (old / "COMPLETE").is_file()  # left as it was

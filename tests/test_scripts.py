@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
@@ -42,7 +41,7 @@ def test_sweep_script_end_to_end(tiny_checkpoint, tmp_path):
     assert len(rows) == 2 * 2 * 3 * 5 and {r["model"] for r in rows} == {"m", "n"} and rows[0]["n"] == 6
     # --unroll=auto on the CPU backend: PGD's short loop is unrolled, and the records say so.
     assert {r["attack_params"].get("unroll") for r in rows if r["attack"] == "pgd"} == {True}
-    assert rows[0]["checkpoint_sha256"] == json.loads((tiny_checkpoint / "metadata.json").read_text())["content_sha256"]
+    assert rows[0]["checkpoint_sha256"] == checkpoints.read_metadata(tiny_checkpoint)["content_sha256"]
     assert "records:" in res.stdout and "figures:" in res.stdout
     assert any((out / "figures").glob("rr_ra_*.png"))
     again = _run("sweep.py", *both, *data, "--figures=false")
@@ -116,6 +115,22 @@ def test_sweep_script_rejects_bad_flags(tiny_checkpoint, tmp_path, flags, messag
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("sweep.py: error: ") and message in last, last
     assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_convert_script_explains_a_pickled_module_in_one_line(tmp_path):
+    import torch
+
+    from tests.models import torch_refs as R
+
+    torch.save(R.Meso4Ref(32), tmp_path / "whole.pth")  # a pickled nn.Module, as FaceForensics++ ships its Xception
+    res = _run("convert_weights.py", "--model=meso4", "--image_size=32", f"--pth={tmp_path / 'whole.pth'}",
+               f"--out={tmp_path / 'o'}")
+    errors = [ln for ln in res.stderr.splitlines() if "convert_weights.py: error:" in ln]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr[-3000:]
+    assert errors[0].startswith("convert_weights.py: error: torch.load(weights_only=True) refused")
+    assert errors[0].endswith(f"torch.save(m.state_dict(), '{tmp_path / 'whole_state_dict.pth'}'); then convert "
+                              f"'{tmp_path / 'whole_state_dict.pth'}'"), errors[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_convert_and_plot_scripts_reject_missing_paths(tmp_path):

@@ -280,6 +280,25 @@ def to_torch(name: str, variables: Mapping[str, Any], *, layout: str | None = No
     return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
+def _refusal(path: str, err: Exception) -> str:
+    """One line: why ``torch.load(weights_only=True)`` refused ``path`` (torch's reason, short) and,
+    for pickled Python objects, how to re-save a whole ``nn.Module`` as a state dict."""
+    text = " ".join(str(err).split())
+    reason = text.split("WeightsUnpickler error:")[-1]  # torch's reason, without its advice
+    reason = reason.split(" Please use `torch.serialization")[0].split(" Check the documentation")[0].strip()
+    reason = reason if len(reason) <= 200 else reason[:197] + "..."
+    message = f"torch.load(weights_only=True) refused {path!r} ({type(err).__name__}: {reason})"
+    if "GLOBAL" not in reason:
+        return message
+    out = os.path.splitext(path)[0] + "_state_dict.pth"
+    return (
+        f"{message}: it holds pickled Python objects, which rrjax never unpickles. If it is a whole "
+        "nn.Module (as FaceForensics++ releases its Xception) from a source you trust, turn it into a "
+        f"state dict in your own environment, with the model's code importable: m = torch.load({path!r}, "
+        f"weights_only=False); torch.save(m.state_dict(), {out!r}); then convert {out!r}"
+    )
+
+
 def convert_file(
     name: str, path: str | os.PathLike, *, layout: str | None = None, **config: Any
 ) -> tuple[Detector, dict[str, Any]]:
@@ -287,8 +306,9 @@ def convert_file(
 
     The file is read with ``torch.load(path, map_location="cpu", weights_only=True)``:
     tensors and plain containers only, never arbitrary pickled objects. Files that hold a
-    whole pickled ``nn.Module`` (as FaceForensics++'s released models do) must be re-saved
-    as ``torch.save(model.state_dict(), path)`` first.
+    whole pickled ``nn.Module`` (as FaceForensics++'s released models do) are refused with one
+    line that says how to re-save them as a state dict where their source is trusted
+    (``torch.save(torch.load(path, weights_only=False).state_dict(), out)``).
 
     Returns:
       ``(detector, variables)``.
@@ -307,8 +327,6 @@ def convert_file(
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError/RuntimeError for unsafe or corrupt files
-        raise ValueError(
-            f"torch.load(weights_only=True) cannot read {os.fspath(path)!r}: {type(e).__name__}: {e}"
-        ) from e
+        raise ValueError(_refusal(os.fspath(path), e)) from e
     variables = from_torch(name, obj, layout=layout, **dict(detector.config))
     return detector, variables

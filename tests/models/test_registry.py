@@ -87,9 +87,27 @@ def test_convert_file_reads_nested_checkpoints(tmp_path):
 
 def test_convert_file_refuses_pickled_modules_and_missing_files(tmp_path):
     path = tmp_path / "whole_model.pth"
-    torch.save(R.Meso4Ref(64), path)  # a pickled nn.Module, as FaceForensics++ ships its models
-    with pytest.raises(ValueError, match="weights_only=True"):
+    ref = R.randomize_(R.Meso4Ref(64), seed=52)
+    torch.save(ref, path)  # a pickled nn.Module, as FaceForensics++ ships its models
+    with pytest.raises(ValueError) as err:
         models.convert_file("meso4", path, image_size=64)
+    message = str(err.value)
+    out = tmp_path / "whole_model_state_dict.pth"
+    assert "\n" not in message and message.startswith(f"torch.load(weights_only=True) refused '{path}' (UnpicklingError: "
+                                                       "Unsupported global: GLOBAL "), message
+    remedy = (f"m = torch.load('{path}', weights_only=False); torch.save(m.state_dict(), '{out}'); "
+              f"then convert '{out}'")
+    assert message.endswith(remedy) and "Please use" not in message, message
+    # Following the advice (this test made the file, so it trusts it) gives a file that converts.
+    m = torch.load(path, weights_only=False)
+    torch.save(m.state_dict(), out)
+    _, variables = models.convert_file("meso4", out, image_size=64)
+    x = np.random.default_rng(1).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    det = models.get_model("meso4", image_size=64)
+    np.testing.assert_allclose(np.asarray(det.apply(variables, x)), R.run(ref, x), atol=1e-4)
+    (tmp_path / "garbage.pth").write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match=r"refused .*garbage.pth' \(UnpicklingError: Unsupported operand \d+\)$"):
+        models.convert_file("meso4", tmp_path / "garbage.pth")
     with pytest.raises(ValueError, match="is not a file"):
         models.convert_file("meso4", tmp_path / "nope.pth")
     torch.save({"epoch": 1, "lr": 0.1}, tmp_path / "no_weights.pth")
