@@ -12,13 +12,11 @@ wrappers are documented in ``rrjax.models.from_torch``. Model keywords: ``--imag
 from __future__ import annotations
 
 import hashlib
-import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from rrjax import cli, models
 from rrjax.cli import fail, parse_key_values, script_command
-from rrjax import models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", None, sorted(n for n in models.MODELS if models.torch_layouts(n)), "Registry name.")
@@ -66,4 +64,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,14 +15,12 @@ the written paths.
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
+from rrjax import cli, plots
 from rrjax.cli import fail
-
-from rrjax import plots
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("records", None, "Sweep directory, or a records.jsonl / records.csv file.")
@@ -61,8 +59,6 @@ def run(
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
     try:
         paths = run(FLAGS.records, out_dir=FLAGS.out_dir, formats=FLAGS.format, dataset=FLAGS.dataset,
                     attack=FLAGS.attack, eps=parse_eps(FLAGS.eps), models=FLAGS.models, hist_log=FLAGS.hist_log)
@@ -76,4 +72,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

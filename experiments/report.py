@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from rrjax import metrics, records
+from rrjax import cli, metrics, records
 from rrjax.cli import fail
 
 FLAGS = flags.FLAGS
@@ -163,4 +162,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

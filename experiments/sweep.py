@@ -20,10 +20,11 @@ command resumes: finished cells are skipped.
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from rrjax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["checkpoints/meso4", "checkpoints/meso_inception4"],
@@ -56,6 +57,9 @@ flags.DEFINE_enum("unroll", "auto", ["auto", "true", "false"],
 flags.DEFINE_list("extra_modules", [],
                   "Python modules to import first; they register your own attacks, detectors or datasets "
                   "(rrjax.attacks.register, rrjax.models.register, rrjax.data.register), e.g. my_pkg.my_attacks.")
+flags.DEFINE_list("replace_models", [],
+                  "Model labels whose results from ANOTHER checkpoint in --out_dir are deleted first (a label "
+                  "stands for one checkpoint per folder; without this flag such a run is refused).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (when not auto-detected).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (when not auto-detected).")
@@ -85,9 +89,56 @@ def _load_datasets(groups: dict, dataset_config: dict) -> dict:
     return datasets if datasets is not None else load()
 
 
+def _settings():
+    from rrjax import sweep as S
+
+    return S.SweepSettings(
+        eps=tuple(float(e) for e in S.parse_grid(FLAGS.eps, name="--eps")),
+        tolerance=tuple(float(t) for t in S.parse_grid(FLAGS.tolerance, name="--tolerance")),
+        shift_norm=FLAGS.shift_norm, strict=FLAGS.strict, ci_method=FLAGS.ci_method, seed=FLAGS.seed,
+        batch_size=FLAGS.batch_size, memory_budget_mb=FLAGS.memory_budget_mb,
+    )
+
+
+def _attacks(backend: str):
+    from rrjax import sweep as S
+
+    unroll = FLAGS.unroll == "true" or (FLAGS.unroll == "auto" and backend == "cpu")
+    max_steps = (50 if FLAGS.unroll == "auto" else float("inf")) if unroll else 0
+    return S.parse_attacks(FLAGS.attacks, unroll_max_steps=max_steps)
+
+
+def _models():
+    """The checkpoints, checked against the sweep folder before any data is built."""
+    from rrjax import sweep as S
+
+    models = [S.load_model(path, label=label) for label, path in S.parse_models(FLAGS.models)]
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--models gives the labels {labels}; name duplicates as label=path")
+    unknown = sorted(set(FLAGS.replace_models) - set(labels))
+    if unknown:
+        raise ValueError(f"--replace_models names {unknown}, which are not labels of --models {labels}")
+    S.check_out_dir(FLAGS.out_dir, models, replace=FLAGS.replace_models)
+    groups: dict[tuple, list] = {}
+    for m in models:
+        groups.setdefault(tuple(m.detector.input_shape), []).append(m)
+    return groups
+
+
+def _check_flags() -> None:
+    if FLAGS.figures:
+        from rrjax import plots
+
+        bad = [f for f in FLAGS.figure_formats if f not in plots.FORMATS]
+        if bad:
+            raise ValueError(f"--figure_formats has {bad}; expected some of {list(plots.FORMATS)}")
+    if FLAGS.num_samples is not None and FLAGS.num_samples < 1:
+        raise ValueError(f"--num_samples={FLAGS.num_samples}; expected an integer >= 1")
+
+
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    del argv
     if FLAGS.unroll != "false":
         # Process-wide and read when the backend starts: set before jax runs anything.
         from rrjax._xla import use_memory_optimised_cpu_scheduler
@@ -100,56 +151,34 @@ def main(argv: Sequence[str]) -> None:
         # runs); on TPU/GPU the option is inert and initialize() auto-detects the cluster.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-
-    from rrjax import cli
     from rrjax import sweep as S
 
-    try:
-        S.import_extra_modules(FLAGS.extra_modules)
-        settings = S.SweepSettings(
-            eps=tuple(float(e) for e in S.parse_grid(FLAGS.eps, name="--eps")),
-            tolerance=tuple(float(t) for t in S.parse_grid(FLAGS.tolerance, name="--tolerance")),
-            shift_norm=FLAGS.shift_norm, strict=FLAGS.strict, ci_method=FLAGS.ci_method, seed=FLAGS.seed,
-            batch_size=FLAGS.batch_size, memory_budget_mb=FLAGS.memory_budget_mb,
-        )
-        unroll = FLAGS.unroll == "true" or (FLAGS.unroll == "auto" and jax.default_backend() == "cpu")
-        attacks = S.parse_attacks(FLAGS.attacks, unroll_max_steps=(50 if FLAGS.unroll == "auto" else float("inf")) if unroll else 0)
-        dataset_config = cli.parse_key_values(FLAGS.dataset_config, flag="dataset_config")
-        if FLAGS.figures:
-            from rrjax import plots
-
-            bad = [f for f in FLAGS.figure_formats if f not in plots.FORMATS]
-            if bad:
-                raise ValueError(f"--figure_formats has {bad}; expected some of {list(plots.FORMATS)}")
-        if FLAGS.num_samples is not None and FLAGS.num_samples < 1:
-            raise ValueError(f"--num_samples={FLAGS.num_samples}; expected an integer >= 1")
-        models = [S.load_model(path, label=label) for label, path in S.parse_models(FLAGS.models)]
-        labels = [m.label for m in models]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"--models gives the labels {labels}; name duplicates as label=path")
-        groups: dict[tuple, list] = {}
-        for m in models:
-            groups.setdefault(tuple(m.detector.input_shape), []).append(m)
-        datasets = _load_datasets(groups, dataset_config)
-    except ValueError as e:
-        cli.fail(str(e))
-
+    # Everything is checked before data is built or anything runs; a ValueError ends the script
+    # with one line and exit status 2 (rrjax.cli.run).
+    S.import_extra_modules(FLAGS.extra_modules)
+    settings, attacks = _settings(), _attacks(jax.default_backend())
+    dataset_config = cli.parse_key_values(FLAGS.dataset_config, flag="dataset_config")
+    _check_flags()
+    groups = _models()
+    datasets = _load_datasets(groups, dataset_config)
     out = pathlib.Path(FLAGS.out_dir)
     for shape, group in groups.items():
         logging.info("sweeping %s on %s/%s %s", [m.label for m in group], FLAGS.dataset, FLAGS.split, shape)
-        S.run_sweep(group, datasets[shape], attacks, settings, out, progress=FLAGS.progress)
-    if jax.process_index() != 0:
-        return
+        S.run_sweep(group, datasets[shape], attacks, settings, out, progress=FLAGS.progress,
+                    replace_models=FLAGS.replace_models)
+    if jax.process_index() == 0:
+        _report(out, [c for shape, group in groups.items()
+                      for c in S.cell_ids(group, datasets[shape], attacks, settings)])
+
+
+def _report(out: pathlib.Path, cells: list[str]) -> None:
     written = []
     if FLAGS.figures:
-        try:
-            # This run's cells only: the directory may hold other runs (another sample count,
-            # grid or seed), whose rows would make a figure ambiguous.
-            written = plots.save_all(out, formats=tuple(FLAGS.figure_formats),
-                                     cells=[c for shape, group in groups.items()
-                                            for c in S.cell_ids(group, datasets[shape], attacks, settings)])
-        except ValueError as e:
-            cli.fail(str(e))
+        from rrjax import plots
+
+        # This run's cells only: the folder may hold other runs (another sample count, grid or
+        # seed), whose rows would make a figure ambiguous.
+        written = plots.save_all(out, formats=tuple(FLAGS.figure_formats), cells=cells)
     print(f"records:     {out / 'records.csv'} (and records.jsonl)")
     print(f"summary:     {out / 'summary.md'}")
     print(f"comparisons: {out / 'comparisons.jsonl'}")
@@ -158,4 +187,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main)

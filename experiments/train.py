@@ -25,10 +25,10 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from rrjax import cli, train
 from rrjax.cli import fail, parse_key_values, script_command
-from rrjax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Registry name of the detector (rrjax.models.MODELS).")
@@ -281,8 +281,6 @@ def run(
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags")
     try:
         settings = settings_from_flags()
     except ValueError as err:
@@ -296,4 +294,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,5 +1,7 @@
-"""Helpers for command-line entry points (flag-value parsing, provenance). No absl here:
-scripts own their flags and call these with plain values."""
+"""Helpers for command-line entry points: flag-value parsing, provenance, and :func:`run`, which
+gives every script the same failure contract (one line ``<script>: error: ...`` on stderr,
+exit status 2, for bad flags and for every expected failure). Scripts own their flags; the
+library never defines or reads one."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 import pathlib
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 
@@ -56,3 +58,34 @@ def fail(message: str) -> NoReturn:
     script = pathlib.Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "rrjax"
     print(f"{script}: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+# Failures a user can act on: a bad value, a missing or unreadable file, a full or read-only
+# disk. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError)
+
+
+def _flags_or_fail(argv: Sequence[str]) -> list[str]:
+    from absl import flags
+
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as e:
+        fail(f"{e} (run with --helpfull for every flag)")
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+    """``absl.app.run(main)`` with one-line errors: a bad flag (absl's own parse error), a stray
+    positional argument, or a ``ValueError``/``OSError`` raised by ``main`` ends the script with
+    ``<script>: error: <message>`` and exit status 2, never a traceback."""
+    from absl import app
+
+    def guarded(argv: list[str]) -> Any:
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; all options are --flags")
+        try:
+            return main(argv)
+        except EXPECTED_ERRORS as e:
+            fail(str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}")
+
+    app.run(guarded, flags_parser=_flags_or_fail)

@@ -77,7 +77,7 @@ class Evaluation:
 
 @jax.jit
 def _probabilities(logits_fn: Partial, x: jax.Array) -> jax.Array:
-    return jax.nn.softmax(logits_fn(x).astype(jnp.float32), axis=-1)
+    return metrics.softmax_or_nan(logits_fn(x))
 
 
 def probabilities(logits_fn: Any, x: jax.Array, *, batch_dims: int = 1) -> jax.Array:

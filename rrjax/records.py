@@ -9,8 +9,13 @@ Layout of a sweep directory::
     records.csv          the same rows as CSV
     records.manifest.json  row count and SHA-256 of both tables
 
-A cell is complete iff its JSON exists and the npz matches the recorded hash; anything else
-(a temp file, an npz without JSON, a hash mismatch) is incomplete and is recomputed on resume.
+A cell is complete iff its JSON exists, the JSON matches its own recorded hash
+(``json_sha256``, over everything else in it), its definition (``CELL_FIELDS`` of ``meta``)
+hashes to the cell id, and the npz matches the recorded hash; anything else (a temp file, an
+npz without JSON, an edited value, a hash mismatch) is incomplete and is recomputed on resume.
+Other per-sample files a record depends on (partial chunks, clean probabilities) carry the
+first 16 hex digits of their SHA-256 in their name (:func:`write_hashed_npz`) and are
+recomputed when they do not match it.
 Tables are written to a temp name and renamed, so a reader never sees a partial table, and
 :func:`load_records` verifies them against the manifest.
 
@@ -33,6 +38,7 @@ import io
 import json
 import os
 import pathlib
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -52,6 +58,9 @@ __all__ = [
     "load_records",
     "load_samples",
     "atomic_write_bytes",
+    "write_hashed_npz",
+    "read_hashed_npz",
+    "CELL_FIELDS",
     "CurveKey",
     "curve_key",
 ]
@@ -62,6 +71,11 @@ RECORD_FIELDS = (
     "rr_lo", "rr_hi", "clean_accuracy", "shift_norm", "strict", "ci_method", "seed", "health", "cell",
 )
 SAMPLE_FIELDS = ("index", "y", "correct", "shift", "p_fake_clean", "p_fake_adv", "same_label")
+# Optional per-sample arrays some cells carry (ensembles: which member gave the worst case).
+OPTIONAL_SAMPLE_FIELDS = ("ra_member", "rr_member")
+# What a cell's id hashes: everything that defines its numbers.
+CELL_FIELDS = ("model", "arch", "config", "checkpoint_sha256", "dataset", "split", "source", "samples", "attack",
+               "attack_params", "eps", "seed", "shift_norm")
 _INT_FIELDS = {"n", "n_correct", "n_robust", "seed"}
 _FLOAT_FIELDS = {"eps", "tolerance", "ra", "ra_lo", "ra_hi", "rr", "rr_lo", "rr_hi", "clean_accuracy"}
 
@@ -103,11 +117,22 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _marker_bytes(cell: str, meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], npz_sha: str) -> bytes:
+    body = {"cell": cell, "meta": dict(meta), "rows": [dict(r) for r in rows], "npz_sha256": npz_sha}
+    body["json_sha256"] = _sha(canonical_json(body).encode())
+    return (json.dumps(body, indent=1, allow_nan=False) + "\n").encode()
+
+
 def write_cell(
     out_dir: str | os.PathLike, cell: str, meta: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     rows: Sequence[Mapping[str, Any]],
 ) -> None:
-    """Atomically stores one finished cell: per-sample npz first, then the JSON marker."""
+    """Atomically stores one finished cell: per-sample npz first, then the JSON marker.
+
+    Raises:
+      ValueError: missing sample fields, rows that are not records, or a ``meta`` holding the
+        cell definition (``CELL_FIELDS``) that does not hash to ``cell``.
+    """
     missing = [f for f in SAMPLE_FIELDS if f not in samples]
     if missing:
         raise ValueError(f"samples lack fields {missing}; expected {SAMPLE_FIELDS}")
@@ -116,34 +141,60 @@ def write_cell(
         lacking = set(RECORD_FIELDS) - set(row)
         if extra or lacking:
             raise ValueError(f"record row fields differ from RECORD_FIELDS: extra {sorted(extra)}, missing {sorted(lacking)}")
+    if set(CELL_FIELDS) <= set(meta) and cell_id({k: meta[k] for k in CELL_FIELDS}) != cell:
+        raise ValueError(f"cell {cell}: its definition hashes to {cell_id({k: meta[k] for k in CELL_FIELDS})}")
     cells = pathlib.Path(out_dir) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(samples[k]) for k in SAMPLE_FIELDS})
+    fields = SAMPLE_FIELDS + tuple(f for f in OPTIONAL_SAMPLE_FIELDS if f in samples)
+    np.savez(buf, **{k: np.asarray(samples[k]) for k in fields})
     data = buf.getvalue()
     atomic_write_bytes(cells / f"{cell}.npz", data)
-    marker = {"cell": cell, "meta": dict(meta), "rows": [dict(r) for r in rows], "npz_sha256": _sha(data)}
-    atomic_write_bytes(cells / f"{cell}.json", (json.dumps(marker, indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(cells / f"{cell}.json", _marker_bytes(cell, meta, rows, _sha(data)))
 
 
 def rewrite_rows(out_dir: str | os.PathLike, cell: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Replaces a finished cell's rows (e.g. new tolerances or health flags) atomically.
 
-    Only the JSON marker is rewritten; the per-sample npz and its recorded hash are unchanged,
-    so an interruption leaves either the old or the new rows, never a cell that looks corrupt.
+    Only the JSON marker is rewritten (with its new hash); the per-sample npz and its recorded
+    hash are unchanged, so an interruption leaves either the old or the new rows, never a cell
+    that looks corrupt.
     """
+    info = read_cell(out_dir, cell, samples=False)
+    if info is None:
+        raise ValueError(f"cell {cell!r} is not finished in {str(out_dir)!r}")
     marker = pathlib.Path(out_dir) / "cells" / f"{cell}.json"
-    info = json.loads(marker.read_text())
-    info["rows"] = [dict(r) for r in rows]
-    atomic_write_bytes(marker, (json.dumps(info, indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(marker, _marker_bytes(cell, info["meta"], rows, info["npz_sha256"]))
+
+
+def _corrupt(cell: str, what: str) -> ValueError:
+    return ValueError(f"cell {cell} is corrupt: {what}; delete cells/{cell}.json and cells/{cell}.npz and rerun the sweep "
+                      "command to recompute it (a sweep does this by itself for its own cells)")
+
+
+def _check_marker(cell: str, info: Any) -> None:
+    if not isinstance(info, dict) or not {"cell", "meta", "rows", "npz_sha256"} <= set(info):
+        raise _corrupt(cell, "its JSON marker lacks cell/meta/rows/npz_sha256")
+    want = info.get("json_sha256")
+    if want is not None:  # markers written before the field existed carry none
+        body = {k: v for k, v in info.items() if k != "json_sha256"}
+        if _sha(canonical_json(body).encode()) != want:
+            raise _corrupt(cell, "its JSON marker was edited after it was written (json_sha256 mismatch)")
+    meta = info["meta"]
+    if info["cell"] != cell or (isinstance(meta, dict) and set(CELL_FIELDS) <= set(meta)
+                                and cell_id({k: meta[k] for k in CELL_FIELDS}) != cell):
+        raise _corrupt(cell, "its definition (meta) no longer hashes to its id: a value in it was edited")
 
 
 def read_cell(out_dir: str | os.PathLike, cell: str, *, samples: bool = True) -> dict | None:
     """Returns a finished cell (``meta``, ``rows`` and, if asked, ``samples``) or None if incomplete.
 
+    Every file is verified: the JSON against its own hash and its definition against the cell
+    id, the npz against the hash the JSON records.
+
     Raises:
-      ValueError: the cell's files exist but are corrupt (bad JSON or npz hash mismatch); the
-        message says to delete them so the sweep recomputes the cell.
+      ValueError: the cell's files exist but are corrupt or edited; the message says to delete
+        them so the sweep recomputes the cell.
     """
     cells = pathlib.Path(out_dir) / "cells"
     marker, npz = cells / f"{cell}.json", cells / f"{cell}.npz"
@@ -151,21 +202,50 @@ def read_cell(out_dir: str | os.PathLike, cell: str, *, samples: bool = True) ->
         return None
     try:
         info = json.loads(marker.read_text())
-        want = info["npz_sha256"]
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
-        raise ValueError(f"cell file {marker} is corrupt ({e}); delete it and {npz.name} and rerun the sweep "
-                         "command to recompute the cell") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise _corrupt(cell, f"{marker.name} is not valid JSON ({e})") from None
+    _check_marker(cell, info)
     if not npz.exists():
-        raise ValueError(f"cell {cell}: {npz} is missing although {marker.name} says the cell finished; delete "
-                         f"{marker.name} and rerun the sweep command")
+        raise _corrupt(cell, f"{npz.name} is missing although {marker.name} says the cell finished")
     if samples:
         data = npz.read_bytes()
-        if _sha(data) != want:
-            raise ValueError(f"cell {cell}: {npz} does not match its recorded SHA-256 (truncated or modified); "
-                             f"delete {npz.name} and {marker.name} and rerun the sweep command to recompute it")
+        if _sha(data) != info["npz_sha256"]:
+            raise _corrupt(cell, f"{npz.name} does not match its recorded SHA-256 (truncated or modified)")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             info["samples"] = {k: z[k] for k in z.files}
     return info
+
+
+def write_hashed_npz(directory: str | os.PathLike, stem: str, arrays: Mapping[str, np.ndarray]) -> pathlib.Path:
+    """Writes ``<directory>/<stem>.<sha16>.npz`` atomically, the name holding its content's hash."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    data = buf.getvalue()
+    path = pathlib.Path(directory) / f"{stem}.{_sha(data)[:16]}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return path
+
+
+def read_hashed_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a file written by :func:`write_hashed_npz`, verifying its content against its name.
+
+    Raises:
+      ValueError: the name holds no hash, or the bytes do not match it (truncated, torn,
+        edited), or the file is not a readable npz.
+    """
+    path = pathlib.Path(path)
+    parts = path.name.split(".")
+    if len(parts) < 3 or len(parts[-2]) != 16:
+        raise ValueError(f"{path.name} has no content hash in its name (written by an older rrjax)")
+    data = path.read_bytes()
+    if _sha(data)[:16] != parts[-2]:
+        raise ValueError(f"{path.name} does not match the SHA-256 in its name (truncated or modified)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path.name} is not a readable npz ({type(e).__name__}: {e})") from None
 
 
 def finished_cells(out_dir: str | os.PathLike) -> list[str]:
@@ -177,6 +257,8 @@ def finished_cells(out_dir: str | os.PathLike) -> list[str]:
 
 
 def _csv_value(field: str, v: Any) -> str:
+    if v is None:
+        return ""  # a ratio or interval of a cell without a single verdict (n = 0)
     if field == "attack_params":
         return canonical_json(v)
     if isinstance(v, bool):
@@ -224,7 +306,7 @@ def _parse_csv_row(row: dict[str, str]) -> dict[str, Any]:
         elif f in _INT_FIELDS:
             out[f] = int(v)
         elif f in _FLOAT_FIELDS:
-            out[f] = float(v)
+            out[f] = None if v == "" else float(v)
         elif f == "strict":
             out[f] = v == "true"
         else:

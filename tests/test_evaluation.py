@@ -144,3 +144,22 @@ def test_extreme_logits_give_finite_probabilities_and_shifts(linear):
         assert np.all(np.isfinite(res.p_adv)) and np.all(np.isfinite(res.shift)), attack
         assert np.all((res.p_adv >= 0) & (res.p_adv <= 1)), attack
         assert res.ra[0] == res.clean_accuracy == 1.0
+
+
+@pytest.mark.parametrize("attack, kw", [("fgsm", {}), ("pgd", {"steps": 3}), ("cw_bounded", {"steps": 2})])
+def test_nonfinite_outputs_are_counted_never_scored(linear, attack, kw):
+    """NaN logits for some inputs: those samples have no verdict (not correct, not robust, not
+    in n) and the result says how many; the attack still runs on the others."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, size=(40, 24)).astype(np.float32)
+    y = linear.labels(x)
+    nan_rows = x[:, 0] > 0.8  # this detector is undefined on these inputs
+    fn = lambda v: jnp.where((v[:, 0] > 0.8)[:, None], jnp.nan, linear.logits_fn(v))  # noqa: E731
+    res = rrjax.evaluate(fn, x, y, attack=attack, eps=[0.0, 0.05], tolerance=[0.0, 1.0], key=jax.random.key(0), **kw)
+    assert res.n == 40 and res.nonfinite[0] == nan_rows.sum() and res.n_valid[0] == 40 - nan_rows.sum()
+    assert res.ra[0] == 1.0 and res.rr[0, 0] == 1.0  # over the samples with a verdict
+    assert not res.correct[0][nan_rows].any() and not res.robust[0][:, nan_rows].any()
+    np.testing.assert_allclose(res.ra, res.correct.sum(-1) / res.n_valid)
+    assert np.all(np.isfinite(res.shift))

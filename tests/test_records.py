@@ -72,3 +72,57 @@ def test_bad_paths_and_rows(tmp_path):
         R.write_cell(tmp_path, "c", {}, _samples(), [row])
     assert R.cell_id({"a": 1, "b": [1, 2]}) == R.cell_id({"b": [1, 2], "a": 1})
     assert json.loads(R.canonical_json({"b": 1, "a": 2})) == {"a": 2, "b": 1}
+
+
+def _defined_cell(tmp_path, eps=0.1):
+    meta = {"model": "m", "arch": "meso4", "config": {"image_size": 64}, "checkpoint_sha256": "ab" * 32,
+            "dataset": "d", "split": "test", "source": "cfg|resize=64", "samples": "s" * 20, "attack": "pgd",
+            "attack_params": {"steps": 3}, "eps": eps, "seed": 0, "shift_norm": "linf"}
+    cell = R.cell_id(meta)
+    R.write_cell(tmp_path, cell, {**meta, "cell": cell}, _samples(), [_row(cell, "m", eps, 0.0)])
+    return cell
+
+
+@pytest.mark.parametrize("edit", ["eps", "model", "rows", "legacy_eps"])
+def test_an_edited_cell_file_is_detected_not_recorded(tmp_path, edit):
+    """Any value of a cell's JSON changed by hand (an ε, a model label, a row) is refused:
+    the JSON carries its own hash, and its definition must hash to the cell id."""
+    cell = _defined_cell(tmp_path)
+    marker = tmp_path / "cells" / f"{cell}.json"
+    info = json.loads(marker.read_text())
+    if edit in ("eps", "legacy_eps"):
+        info["meta"]["eps"] = 0.2
+        if edit == "legacy_eps":  # a marker without json_sha256 (written before it existed)
+            info.pop("json_sha256")
+    elif edit == "model":
+        info["meta"]["model"] = "phantom"
+    else:
+        info["rows"][0]["ra"] = 1.0
+    marker.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="is corrupt.*rerun the sweep command"):
+        R.read_cell(tmp_path, cell)
+    with pytest.raises(ValueError, match="is corrupt"):
+        R.rebuild_tables(tmp_path)
+
+
+def test_write_cell_refuses_a_definition_that_does_not_hash_to_the_id(tmp_path):
+    cell = _defined_cell(tmp_path)
+    info = R.read_cell(tmp_path, cell)
+    with pytest.raises(ValueError, match="hashes to"):
+        R.write_cell(tmp_path, "0" * 20, info["meta"], info["samples"], info["rows"])
+    R.rewrite_rows(tmp_path, cell, [{**info["rows"][0], "health": "x"}])  # still verifies after a rewrite
+    assert R.read_cell(tmp_path, cell)["rows"][0]["health"] == "x"
+
+
+def test_hashed_npz_names_carry_their_content_hash(tmp_path):
+    path = R.write_hashed_npz(tmp_path, "00-07", {"a": np.arange(8)})
+    np.testing.assert_array_equal(R.read_hashed_npz(path)["a"], np.arange(8))
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 1  # one flipped bit inside a valid-looking file
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the SHA-256 in its name"):
+        R.read_hashed_npz(path)
+    legacy = tmp_path / "00-07.npz"
+    legacy.write_bytes(b"x")
+    with pytest.raises(ValueError, match="no content hash"):
+        R.read_hashed_npz(legacy)

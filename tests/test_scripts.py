@@ -100,6 +100,15 @@ BAD_SWEEP_FLAGS = [
     (["--dataset_config=sizes"], "--dataset_config='sizes' is not key=value"),
     (["--num_samples=0"], "--num_samples=0; expected an integer >= 1"),
     (["--figure_formats=png,svgz"], "--figure_formats has ['svgz']"),
+    (["--num_samples=100"], "num_samples=100 but synthetic_images/test"),
+    (["--tolerance=0,0.5,0.5"], "--tolerance has repeated values [0.5]"),
+    (["--attacks=cw_l2(eps=0;1;1)"], "cw_l2 eps has repeated values [1.0]"),
+    (["--memory_budget_mb=1e308"], "memory_budget_mb=1e+308 is out of range"),
+    (["--memory_budget_mb=0.000001"], "cannot hold one"),
+    (["--replace_models=zzz"], "--replace_models names ['zzz']"),
+    (["--bogus_flag=1"], "Unknown command line flag 'bogus_flag'"),
+    (["--batch_size=many"], "flag --batch_size=many: invalid literal"),
+    (["stray_argument"], "unexpected arguments ['stray_argument']"),
 ]
 
 
@@ -114,7 +123,16 @@ def test_sweep_script_rejects_bad_flags(tiny_checkpoint, tmp_path, flags, messag
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("sweep.py: error: ") and message in last, last
-    assert not (tmp_path / "records.jsonl").exists()
+    assert sum("error" in line.lower() for line in res.stderr.splitlines()) == 1, res.stderr[-2000:]
+    assert not (tmp_path / "records.jsonl").exists() and not (tmp_path / "cells").exists()
+
+
+def test_sweep_script_refuses_an_out_dir_that_is_a_file(tiny_checkpoint, tmp_path):
+    (tmp_path / "taken").write_text("my notes")
+    res = _run("sweep.py", f"--models={tiny_checkpoint}", f"--out_dir={tmp_path / 'taken'}")
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].endswith(
+        "is a file; expected a folder for the sweep (another --out_dir)"), res.stderr[-2000:]
+    assert (tmp_path / "taken").read_text() == "my notes"
 
 
 def test_convert_script_explains_a_pickled_module_in_one_line(tmp_path):
@@ -138,3 +156,11 @@ def test_convert_and_plot_scripts_reject_missing_paths(tmp_path):
     assert res.returncode == 2 and "is not a file; expected a PyTorch .pth state dict" in res.stderr
     res = _run("plot.py", f"--records={tmp_path / 'nothing'}")
     assert res.returncode == 2 and "no records at" in res.stderr
+
+
+@pytest.mark.parametrize("script", ["sweep.py", "train.py", "plot.py", "report.py", "convert_weights.py"])
+def test_every_script_turns_a_bad_flag_into_one_line_and_status_2(script):
+    res = _run(script, "--no_such_flag=1")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith(f"{script}: error: ") and "no_such_flag" in lines[0]

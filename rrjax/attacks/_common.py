@@ -89,11 +89,21 @@ def enforce_linf(x_adv: jax.Array, x: jax.Array, eps: jax.Array) -> jax.Array:
 
 
 def ascent_direction(g: jax.Array, norm: str) -> jax.Array:
-    """Steepest-ascent direction of unit size in ``norm``: ``sign(g)`` or ``g / ||g||_2``."""
+    """Steepest-ascent direction of unit size in ``norm``: ``sign(g)`` or ``g / ||g||_2``.
+
+    Non-finite gradient entries (a detector that returns NaN/inf for some inputs) count as 0:
+    the attack then does not move along them, instead of turning the whole sample into NaN.
+    """
+    g = finite_or_zero(g)
     if norm == "linf":
         return jnp.sign(g)
     n = _bcast(l2_norm(g), g)
     return jnp.where(n > 0, g / jnp.maximum(n, 1e-30), 0.0)
+
+
+def finite_or_zero(g: jax.Array) -> jax.Array:
+    """``g`` with NaN/±inf entries replaced by 0 (an identity on finite arrays)."""
+    return jnp.where(jnp.isfinite(g), g, jnp.zeros((), g.dtype))
 
 
 def random_in_ball(keys: jax.Array, x: jax.Array, norm: str) -> jax.Array:

@@ -113,6 +113,7 @@ def _cw_l2(
         def body(s):
             it, w, opt_state, active, prev, best_x, best_l2sq, found, round_ok = s
             g, (per, l2sq, logits, xa) = grad_fn(w, c)
+            g = C.finite_or_zero(g)  # a NaN/inf model output must not turn w (and x') into NaN
             adv = _adversarial(logits, label, kappa, targeted) & active
             improve = adv & (l2sq < best_l2sq)
             best_x = jnp.where(C._bcast(improve, x), xa, best_x)

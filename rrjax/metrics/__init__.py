@@ -37,13 +37,14 @@ from rrjax.metrics.robustness import (
     robust_outcomes,
     robust_ratio,
     robust_ratio_counts,
+    softmax_or_nan,
     summarise,
 )
 
 __all__ = [
     "robust_accuracy", "robust_ratio", "accuracy_counts", "robust_ratio_counts", "robust_counts",
     "robust_outcomes", "prob_shift", "probability_shift", "output_change", "outcomes", "Outcomes",
-    "summarise", "Summary", "binomial_ci", "McNemarResult", "mcnemar_exact", "BootstrapResult",
+    "summarise", "Summary", "softmax_or_nan", "binomial_ci", "McNemarResult", "mcnemar_exact", "BootstrapResult",
     "paired_bootstrap", "tolerance_linearity", "LinearityResult", "linearity_bootstrap",
     "DEFAULT_SHIFT_NORM", "SHIFT_ATOL", "SHIFT_NORMS", "CI_METHODS",
 ]

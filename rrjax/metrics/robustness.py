@@ -33,7 +33,7 @@ from rrjax.metrics.intervals import CI_METHODS, binomial_ci
 __all__ = [
     "DEFAULT_SHIFT_NORM", "SHIFT_NORMS", "SHIFT_ATOL", "probability_shift", "output_change", "prob_shift",
     "Outcomes", "outcomes", "robust_outcomes", "robust_counts", "accuracy_counts", "robust_ratio_counts",
-    "robust_accuracy", "robust_ratio", "Summary", "summarise",
+    "robust_accuracy", "robust_ratio", "Summary", "summarise", "softmax_or_nan",
 ]
 
 DEFAULT_SHIFT_NORM = "linf"
@@ -43,6 +43,19 @@ SHIFT_NORMS = ("linf", "l1", "l2")
 # can differ by a few ulp even for an unmoved input. They count as exactly zero, so RR at
 # b = 0 means "unchanged" rather than "bit-identical".
 SHIFT_ATOL = 1e-6
+
+
+def softmax_or_nan(logits: jax.Array) -> jax.Array:
+    """Class probabilities ``f32[..., C]`` from logits, NaN on every row with a non-finite logit.
+
+    The one way rrjax turns logits into the probabilities it scores (traceable). Compiled, XLA's
+    softmax can turn a NaN logit into a confident class (its max reduction skips NaN), so a
+    broken output would become a verdict; an explicit NaN row is what :func:`outcomes` then
+    leaves out.
+    """
+    logits = logits.astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(logits), axis=-1, keepdims=True)
+    return jnp.where(finite, jax.nn.softmax(logits, axis=-1), jnp.nan)
 
 
 def probability_shift(p_ref: jax.Array, p: jax.Array, norm: str) -> jax.Array:

@@ -71,13 +71,19 @@ def load_data(
       dataset, split, data_dir, manual_dir, **dataset_config: as for ``rrjax.data.load``.
       input_shape: the detector's per-sample shape ``(H, W, C)`` or ``(T, H, W, C)``; frames
         are resized to ``H × W``; clips must have ``T`` frames.
-      num_samples: how many samples (a seeded random subset; all when None).
+      num_samples: how many samples (a seeded random subset; all when None); more than the
+        split holds is an error (never silently fewer).
       sample_seed: seed of the subset.
     """
     from rrjax import data as D
 
     builder = D.get_builder(dataset, data_dir=data_dir, **dataset_config)
     source = D.load(dataset, split, data_dir=data_dir, manual_dir=manual_dir, **dataset_config)
+    if num_samples is not None and num_samples > len(source):
+        raise ValueError(
+            f"num_samples={num_samples} but {dataset}/{split} ({builder.builder_config.name}) has only {len(source)} "
+            f"samples; ask for at most {len(source)} or build a larger split (for the synthetic datasets: "
+            f"--dataset_config={split}_size={num_samples})")
     index = select_samples(len(source), num_samples, sample_seed)
     size = int(input_shape[-3])
     parts = list(D.batches(source, 64, indices=index, image_size=size, prefetch=1))

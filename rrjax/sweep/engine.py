@@ -17,7 +17,6 @@ identical numbers: finished cells are skipped, finished chunks of unfinished cel
 from __future__ import annotations
 
 import dataclasses
-import io
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -29,12 +28,13 @@ from jax.sharding import Mesh
 
 from rrjax import metrics
 from rrjax import records as R
-from rrjax._io import atomic_write_bytes
 from rrjax.attacks import _common as C
 from rrjax.attacks.registry import ATTACKS, get_def
 from rrjax.sharding import agree, data_mesh, everywhere, is_writer, pad_batch, replicate, shard_rows, to_host
 from rrjax.sweep import cells
 from rrjax.sweep.data import SweepData, to_float
+from rrjax.sweep.outdir import check_out_dir
+from rrjax.sweep.outdir import replace_models as replace_models_in
 from rrjax.sweep.plan import balanced, per_sample_grad_bytes, plan_chunk
 from rrjax.sweep.report import finalise
 from rrjax.sweep.spec import AttackSpec, ModelEntry, SweepSettings
@@ -72,6 +72,7 @@ class _Run:
     stop_after_chunks: int | None
     bar: Any = None
     chunks_run: int = 0
+    grad_bytes: dict[str, float] = dataclasses.field(default_factory=dict)  # per model label
 
     @property
     def n_dev(self) -> int:
@@ -94,6 +95,7 @@ def run_sweep(
     *,
     progress: bool = True,
     stop_after_chunks: int | None = None,
+    replace_models: Sequence[str] = (),
 ) -> pathlib.Path:
     """Runs every (model, attack, ε) cell not yet finished in ``out_dir``, then ``finalise``.
 
@@ -105,9 +107,16 @@ def run_sweep(
       out_dir: the sweep directory (created; finished cells in it are kept and skipped).
       progress: show a tqdm bar (process 0 only).
       stop_after_chunks: stop (as if killed) after this many attack chunks; for tests.
+      replace_models: labels whose results from *another* checkpoint in ``out_dir`` are deleted
+        first (without it, such a label is refused: one label, one checkpoint per folder).
 
     Returns:
       ``out_dir`` as a path. Only process 0 writes files.
+
+    Raises:
+      ValueError: before anything is written: bad models/attacks, an unusable ``out_dir``, a
+        label bound to another checkpoint, a memory budget that cannot hold one sample, or a
+        model whose every output is NaN/inf.
     """
     attacks = with_sweep_shift_norm(attacks, settings)
     labels = [m.label for m in models]
@@ -118,13 +127,16 @@ def run_sweep(
     for m in models:
         m.detector.check_input(np.zeros((1,) + data.x.shape[1:]))
     out = pathlib.Path(out_dir)
-    if is_writer():
-        out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, models, replace=replace_models)
     base_key = jax.random.key(settings.seed)
     keys = np.asarray(jax.random.key_data(
         jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(data.index, jnp.uint32))))
     run = _Run(out, data, settings, data_mesh(), keys,
                None if settings.memory_budget_mb is None else settings.memory_budget_mb * 2**20, stop_after_chunks)
+    _preflight(run, models, attacks)
+    if is_writer():
+        out.mkdir(parents=True, exist_ok=True)
+        replace_models_in(out, [m.label for m in models if m.label in replace_models])
     plan = _pending(run, models, attacks)
     total = sum(len(p) * len(data.x) for _, _, p in plan)
     run.bar = _progress(total, progress and is_writer() and total > 0)
@@ -141,6 +153,20 @@ def run_sweep(
         if (out / "partial").exists() and not any((out / "partial").iterdir()):
             (out / "partial").rmdir()
     return out
+
+
+def _preflight(run: _Run, models: Sequence[ModelEntry], attacks: Sequence[AttackSpec]) -> None:
+    """Plans every (model, attack) before anything runs, so a budget that cannot hold one sample
+    fails before any work (and records each model's per-sample gradient memory for the run)."""
+    if run.budget is None:
+        return
+    for m in models:
+        run.grad_bytes[m.label] = grad = per_sample_grad_bytes(m.detector, m.variables)
+        plan_chunk(get_def("fgsm"), 1, grad, run.input_bytes, n_devices=run.n_dev,
+                   batch_size=run.settings.batch_size, budget_bytes=run.budget)
+        for a in attacks:
+            plan_chunk(a.definition, len(cells.eps_grid(a, run.settings)), grad, run.input_bytes,
+                       n_devices=run.n_dev, batch_size=run.settings.batch_size, budget_bytes=run.budget)
 
 
 def _pending(run: _Run, models: Sequence[ModelEntry], attacks: Sequence[AttackSpec]) -> list[tuple]:
@@ -168,7 +194,7 @@ def _run_model(run: _Run, m: ModelEntry, entries: list[tuple]) -> bool:
     """Every pending attack of one model; False when stopped early."""
     variables = replicate(run.mesh, m.variables)
     logits_fn = m.detector.logits_fn(variables)
-    grad_bytes = per_sample_grad_bytes(m.detector, m.variables) if run.budget is not None else 0.0
+    grad_bytes = run.grad_bytes.get(m.label, 0.0)
     # The clean pass is one forward + input gradient per sample: FGSM's memory model.
     clean_chunk, _ = plan_chunk(get_def("fgsm"), 1, grad_bytes, run.input_bytes, n_devices=run.n_dev,
                                 batch_size=run.settings.batch_size, budget_bytes=run.budget)
@@ -233,7 +259,7 @@ def _covered(run: _Run, ids: Sequence[str]) -> np.ndarray:
 def _adv_probabilities(logits_fn, x_adv):
     # One ε at a time inside the program: the forward pass holds a chunk's activations only,
     # whatever the grid size (the memory plan counts one forward per sample).
-    return jax.lax.map(lambda xe: jax.nn.softmax(logits_fn(xe).astype(jnp.float32), axis=-1), x_adv)
+    return jax.lax.map(lambda xe: metrics.softmax_or_nan(logits_fn(xe)), x_adv)
 
 
 def attack_chunk(run: _Run, definition: Any, hparams: dict, logits_fn: Any, sel: np.ndarray, rows: np.ndarray,
@@ -259,17 +285,19 @@ def _clean_pass(logits_fn, x, y):
     grad = jax.grad(lambda xx: jnp.sum(C.per_sample_loss(C.LossSpec(), logits_fn(xx), y, None)))(x)
     flat = grad.reshape(grad.shape[0], -1)
     dead = jnp.all(flat == 0, axis=1) | ~jnp.all(jnp.isfinite(flat), axis=1)
-    return jax.nn.softmax(logits, axis=-1), dead
+    return metrics.softmax_or_nan(logits), dead
 
 
 def _clean(run: _Run, m: ModelEntry, logits_fn: Any, chunk: int) -> dict[str, np.ndarray]:
-    """Clean probabilities and dead-gradient flags per sample, computed once and cached."""
+    """Clean probabilities and dead-gradient flags per sample, computed once and cached (verified
+    against the content hash in the file name; a file that does not verify is recomputed)."""
     data = run.data
-    path = run.out / "clean" / f"{cells.clean_id(m, data)}.npz"
+    key = cells.clean_id(m, data)
+    cached = cells.read_clean(run.out, key, remove_bad=is_writer())
+    usable = cached is not None and np.array_equal(cached.get("index"), np.asarray(data.index))
     # Every process must take the same branch (the pass below is a collective program).
-    if everywhere(path.exists()):
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+    if everywhere(usable):
+        return cached
     probs, dead = [], []
     chunk = balanced(len(data.x), chunk, run.n_dev)
     for start in range(0, len(data.x), chunk):
@@ -280,9 +308,10 @@ def _clean(run: _Run, m: ModelEntry, logits_fn: Any, chunk: int) -> dict[str, np
         probs.append(to_host(p)[: len(rows)])
         dead.append(to_host(d)[: len(rows)])
     result = {"index": np.asarray(data.index), "p_clean": np.concatenate(probs), "dead_grad": np.concatenate(dead)}
+    if not np.isfinite(result["p_clean"]).any():
+        raise ValueError(f"model {m.label!r} ({m.checkpoint or m.detector.name}) returns NaN or inf for every one of "
+                         f"the {len(data.x)} samples: there is nothing to evaluate; check the checkpoint and its input "
+                         "size")
     if is_writer():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, **result)
-        atomic_write_bytes(path, buf.getvalue())
+        cells.write_clean(run.out, key, result)
     return result

@@ -29,20 +29,21 @@ HEALTH_FLAGS = {
     "eps0_differs_from_clean": "RA at ε = 0 differs from clean accuracy: the attack changed unperturbed inputs",
     "gradient_masking": "more than 5% of samples have all-zero or non-finite input gradients",
     "no_success_at_max_eps": "not a single correctly classified sample was flipped at the largest ε",
-    "nonfinite_probabilities": "NaN/inf probabilities (clean or attacked)",
+    "nonfinite_probabilities": "the detector returned NaN/inf for some inputs (clean or attacked): those samples "
+                               "have no verdict and are left out of n (summary: 'left out')",
 }
 
 
 def _key(info: Mapping[str, Any]) -> R.CurveKey:
-    return R.curve_key({**info["meta"], "n": len(info["samples"]["index"])})
+    return R.curve_key({**info["meta"], "n": len(info["samples"]["index"])})  # n: the sample set, not verdicts
 
 
 def _curve_flags(infos: list[dict], dead_share: float | None) -> list[str]:
     """Flags that one curve (cells sorted by ε) raises on its own."""
     f = []
     eps = np.array([c["meta"]["eps"] for c in infos])
-    ra = np.array([c["rows"][0]["ra"] for c in infos])
-    hi = np.array([c["rows"][0]["ra_hi"] for c in infos])
+    ra = np.array([c["rows"][0]["ra"] for c in infos], dtype=float)  # None (n = 0) -> NaN: never flags
+    hi = np.array([c["rows"][0]["ra_hi"] for c in infos], dtype=float)
     if any(ra[j] > hi[i] for i in range(len(ra)) for j in range(i + 1, len(ra))):
         f.append("ra_increases_with_eps")
     for c in infos:
@@ -81,7 +82,8 @@ def _weaker_than_single_step(curves: dict[R.CurveKey, list[dict]]) -> set[R.Curv
             ref_eps = np.array([c["meta"]["eps"] for c in ref])
             for c in infos:
                 j = np.flatnonzero(np.isclose(ref_eps, c["meta"]["eps"]))
-                if len(j) and c["rows"][0]["ra"] > ref[j[0]]["rows"][0]["ra_hi"]:
+                ra, hi = c["rows"][0]["ra"], ref[j[0]]["rows"][0]["ra_hi"] if len(j) else None
+                if ra is not None and hi is not None and ra > hi:
                     out.add(key)
     return out
 
@@ -102,10 +104,9 @@ def health(curves: dict[R.CurveKey, list[dict]], dead: Mapping[R.CurveKey, float
 def _dead_shares(out: pathlib.Path, curves: dict[R.CurveKey, list[dict]]) -> dict[R.CurveKey, float]:
     shares = {}
     for key, infos in curves.items():
-        path = out / "clean" / f"{Cells.clean_key(infos[0]['meta'])}.npz"
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                shares[key] = float(np.mean(z["dead_grad"]))
+        clean = Cells.read_clean(out, Cells.clean_key(infos[0]["meta"]))
+        if clean is not None:
+            shares[key] = float(np.mean(clean["dead_grad"]))
     return shares
 
 
@@ -119,6 +120,8 @@ def finalise(out_dir: str | os.PathLike, settings: SweepSettings | None = None) 
     out = pathlib.Path(out_dir)
     curves: dict[R.CurveKey, list[dict]] = {}
     for c in R.finished_cells(out):
+        if not Cells.finished(out, c):  # corrupt or edited: removed (its run recomputes it), never a row
+            continue
         info = R.read_cell(out, c)
         curves.setdefault(_key(info), []).append(info)
     for infos in curves.values():
@@ -156,22 +159,28 @@ def _summary(curves: dict, flags: dict, dead: dict) -> dict:
         out.append({
             "model": key.model, "dataset": key.dataset, "split": key.split, "attack": key.attack,
             "attack_params": json.loads(key.params), "seed": key.seed, "shift_norm": key.shift_norm,
-            "n": rows0[0]["n"], "clean_accuracy": rows0[0]["clean_accuracy"],
+            "n": key.n, "clean_accuracy": rows0[0]["clean_accuracy"],
             "eps": [i["meta"]["eps"] for i in infos],
             "ra": [i["rows"][0]["ra"] for i in infos],
             "ra_ci": [[i["rows"][0]["ra_lo"], i["rows"][0]["ra_hi"]] for i in infos],
             "tolerance": [r["tolerance"] for r in rows0],
             "rr": [[r["rr"] for r in i["rows"]] for i in infos],
-            "median_shift": [float(np.median(i["samples"]["shift"])) for i in infos],
+            "median_shift": [float(np.median(i["samples"]["shift"][Cells.valid(i["samples"])]))
+                             if Cells.valid(i["samples"]).any() else None for i in infos],
+            "left_out": [int((~Cells.valid(i["samples"])).sum()) for i in infos],
             "dead_gradient_share": dead.get(key),
             "health": flags.get(key, []),
         })
     return {"groups": out, "health_flags": HEALTH_FLAGS}
 
 
-def _comparison(a: dict, b: dict) -> dict:
-    """Exact McNemar (RA) and a paired bootstrap of the RR difference at every tolerance."""
-    sa, sb = a["samples"], b["samples"]
+def _comparison(a: dict, b: dict) -> dict | None:
+    """Exact McNemar (RA) and a paired bootstrap of the RR difference at every tolerance, on the
+    samples both models give a verdict for (None when there are none)."""
+    both = Cells.valid(a["samples"]) & Cells.valid(b["samples"])
+    if not both.any():
+        return None
+    sa, sb = ({k: v[both] for k, v in info["samples"].items()} for info in (a, b))
     mc = metrics.mcnemar_exact(sa["correct"], sb["correct"])
     tol = np.array([r["tolerance"] for r in a["rows"]], np.float32)
     strict = a["rows"][0]["strict"]
@@ -179,7 +188,7 @@ def _comparison(a: dict, b: dict) -> dict:
     phi_b = metrics.robust_outcomes(sb["shift"], tol, same_label=sb["same_label"] if strict else None)
     bs = metrics.paired_bootstrap(phi_a, phi_b, n_boot=2000, seed=0)
     return {
-        "n": int(len(sa["shift"])), "ra_diff": float(mc.difference), "mcnemar_p": float(mc.p_value),
+        "n": int(both.sum()), "ra_diff": float(mc.difference), "mcnemar_p": float(mc.p_value),
         "a_only": int(mc.a_only), "b_only": int(mc.b_only),
         "tolerance": [float(t) for t in tol], "rr_diff": [float(v) for v in bs.difference],
         "rr_diff_ci": [[float(lo), float(hi)] for lo, hi in bs.ci], "rr_diff_p": [float(v) for v in bs.p_value],
@@ -198,11 +207,12 @@ def _comparisons(curves: dict) -> list[dict]:
         models = sorted(by_cell[ck])
         for i, ma in enumerate(models):
             for mb in models[i + 1:]:
-                out.append({
-                    "dataset": ck[0], "split": ck[1], "attack": ck[2], "attack_params": json.loads(ck[3]),
-                    "seed": ck[4], "shift_norm": ck[5], "eps": ck[6], "model_a": ma, "model_b": mb,
-                    **_comparison(by_cell[ck][ma], by_cell[ck][mb]),
-                })
+                result = _comparison(by_cell[ck][ma], by_cell[ck][mb])
+                if result is not None:
+                    out.append({
+                        "dataset": ck[0], "split": ck[1], "attack": ck[2], "attack_params": json.loads(ck[3]),
+                        "seed": ck[4], "shift_norm": ck[5], "eps": ck[6], "model_a": ma, "model_b": mb, **result,
+                    })
     return out
 
 
@@ -225,16 +235,23 @@ def _summary_md(summary: dict, comparisons: list[dict]) -> str:
 
 def _group_md(g: dict) -> list[str]:
     params = ", ".join(f"{k}={v}" for k, v in sorted(g["attack_params"].items()))
+    clean = "n/a" if g["clean_accuracy"] is None else f"{g['clean_accuracy']:.3f}"
     lines = [f"## {g['model']} · {g['dataset']}/{g['split']} · {g['attack']}({params})", "",
-             f"n = {g['n']}, clean accuracy {g['clean_accuracy']:.3f}"
+             f"n = {g['n']}, clean accuracy {clean}"
              + ("" if g["dead_gradient_share"] is None else f", dead-gradient share {g['dead_gradient_share']:.3f}"),
              ""]
+    if any(g["left_out"]):
+        lines += [f"**{max(g['left_out'])} of {g['n']} samples had NaN/inf outputs at some ε and were left out** "
+                  "(no verdict; RA and RR are over the others; per ε: "
+                  + ", ".join(f"{e:.4g}: {k}" for e, k in zip(g["eps"], g["left_out"])) + ")", ""]
     tol = g["tolerance"]
     show = sorted({0, len(tol) // 4, len(tol) // 2, (3 * len(tol)) // 4, len(tol) - 1})
     lines.append("| ε | RA [95% CI] | " + " | ".join(f"RR(b={tol[t]:.2g})" for t in show) + " |")
     lines.append("|---|---|" + "---|" * len(show))
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for e, ra, ci, rr in zip(g["eps"], g["ra"], g["ra_ci"], g["rr"]):
-        lines.append(f"| {e:.4g} | {ra:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | " + " | ".join(f"{rr[t]:.3f}" for t in show) + " |")
+        lines.append(f"| {e:.4g} | {fmt(ra)} [{fmt(ci[0])}, {fmt(ci[1])}] | "
+                     + " | ".join(fmt(rr[t]) for t in show) + " |")
     lines.append("")
     if g["health"]:
         lines += ["**Attack-health warnings:**", ""] + [f"- `{h}`: {HEALTH_FLAGS[h]}" for h in g["health"]] + [""]

@@ -87,16 +87,28 @@ class SweepSettings:
     memory_budget_mb: float | None = None
 
     def __post_init__(self):
-        V.as_grid(self.eps, name="eps", lower=0.0)
-        V.as_grid(self.tolerance, name="tolerance", lower=0.0)
+        for name in ("eps", "tolerance"):
+            _distinct(V.as_grid(getattr(self, name), name=name, lower=0.0)[0], name)
         V.check_choice(self.shift_norm, metrics.SHIFT_NORMS, name="shift_norm")
         V.check_choice(self.ci_method, metrics.CI_METHODS, name="ci_method")
         V.check_int(self.seed, name="seed", minimum=0)
         V.check_int(self.batch_size, name="batch_size", minimum=1)
         if self.memory_budget_mb is not None:
-            V.check_number(self.memory_budget_mb, name="memory_budget_mb", lower=0.0, strict=True)
-        if len(set(self.eps)) != len(self.eps):
-            raise ValueError(f"eps has repeated values {list(self.eps)}; expected distinct budgets")
+            V.check_number(self.memory_budget_mb, name="memory_budget_mb", lower=0.0, upper=MAX_BUDGET_MB, strict=True)
+
+
+# A per-device budget above a petabyte is a typo, and float arithmetic on it overflows.
+MAX_BUDGET_MB = 1e9
+
+
+def _distinct(grid: np.ndarray, name: str) -> np.ndarray:
+    """Refuses repeated values (as float32, how grids are computed and recorded)."""
+    values, counts = np.unique(np.asarray(grid, np.float32), return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"{name} has repeated values {[float(f'{v:.7g}') for v in values[counts > 1]]} "
+                         "(compared as float32); expected "
+                         "distinct values, each listed once")
+    return grid
 
 
 _GRID_RANGE = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
@@ -105,10 +117,11 @@ _GRID_RANGE = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
 def parse_grid(spec: str | Sequence[float], *, name: str) -> np.ndarray:
     """Parses ``"0,0.01,0.05"`` or ``"start:stop:num"`` (inclusive linspace) into a float32 grid.
 
-    Raises ``ValueError`` naming ``name`` for malformed specs, non-finite or negative values.
+    Raises ``ValueError`` naming ``name`` for malformed specs, non-finite, negative or repeated
+    values (a repeated ε or tolerance would be computed twice or recorded twice).
     """
     if not isinstance(spec, str):
-        return V.as_grid(list(spec), name=name, lower=0.0)[0]
+        return _distinct(V.as_grid(list(spec), name=name, lower=0.0)[0], name)
     m = _GRID_RANGE.match(spec)
     try:
         if m:
@@ -123,7 +136,7 @@ def parse_grid(spec: str | Sequence[float], *, name: str) -> np.ndarray:
             f"{name}={spec!r} is malformed; expected comma-separated numbers like '0,0.05,0.1' or "
             "'start:stop:num' like '0:0.2:9'"
         ) from None
-    return V.as_grid(values, name=name, lower=0.0)[0]
+    return _distinct(V.as_grid(values, name=name, lower=0.0)[0], name)
 
 
 _ATTACK_ITEM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
@@ -142,7 +155,9 @@ def _parse_items(spec: str) -> list[tuple[str, dict[str, Any]]]:
             if "=" not in item:
                 raise ValueError(f"attack {name!r}: {item.strip()!r} is not k=v")
             k, v = item.split("=", 1)
-            params[k.strip()] = v.strip() if k.strip() == "eps" else cli.parse_value(v)
+            # An attack's own ε grid: start:stop:num, or values separated by ";" (commas separate
+            # hyperparameters here).
+            params[k.strip()] = v.strip().replace(";", ",") if k.strip() == "eps" else cli.parse_value(v)
         out.append((name, params))
         pos = m.end()
     return out
@@ -151,8 +166,8 @@ def _parse_items(spec: str) -> list[tuple[str, dict[str, Any]]]:
 def parse_attacks(spec: str, *, unroll_max_steps: float = 0) -> list[AttackSpec]:
     """Parses ``"fgsm,pgd(steps=10,norm=l2),cw_l2(steps=200,eps=0:2:9)"`` into attack specs.
 
-    Values are parsed like flag values (``rrjax.cli.parse_value``); ``eps=start:stop:num``
-    gives the attack its own ε grid. Every hyperparameter is validated here.
+    Values are parsed like flag values (``rrjax.cli.parse_value``); ``eps=start:stop:num`` or
+    ``eps=0;0.5;1`` gives the attack its own ε grid. Every hyperparameter is validated here.
 
     ``unroll_max_steps``: attacks whose registry entry can unroll this configuration's loop
     (``AttackDef.loop_length``) and run at most this many iterations get ``unroll=True`` unless
