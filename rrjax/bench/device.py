@@ -51,8 +51,8 @@ class AcceleratorConfig:
     Attributes:
       models, image_size: detectors of the device benchmark and their input side.
       n, eps_count, pgd_steps, repeats: as in :class:`~rrjax.bench.config.BenchConfig`.
-      eps_batch_size: ε values the PGD grid vectorises at once (Xception at 256 px holds
-        ~140 MB of activations per sample: E·N = 512 at once would not fit).
+      eps_batch_size: ε values the PGD grid vectorises at once (one Xception step at 256 px
+        needs ~123 MB per sample: E·N = 512 at once ~63 GB, groups of 4 ~16 GB; BUILD_NOTES.md).
       dtypes: the detector's compute dtypes.
       matmul_size: side of the square matmul that measures the device's peak.
       sweep_checkpoints, sweep_samples, sweep_attacks, sweep_eps: the small sweep.

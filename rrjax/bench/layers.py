@@ -73,6 +73,7 @@ class LayerCase:
     params: Any
     torch_fn: Callable[[Any], Any] | None
 
+
 def _subtree(variables: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for col, tree in variables.items():

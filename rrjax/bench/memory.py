@@ -22,7 +22,7 @@ from rrjax.bench.contenders import attack_eps, make_runner
 from rrjax.bench.measure import maxrss_mb, peak_rss_during
 from rrjax.bench.workload import build_workload
 
-__all__ = ["memory_section", "memory_worker", "memory_configs", "RESULTRESULT_PREFIX"]
+__all__ = ["memory_section", "memory_worker", "memory_configs", "RESULT_PREFIX"]
 
 log = logging.getLogger("rrjax.bench")
 RESULT_PREFIX = "MEMORY "

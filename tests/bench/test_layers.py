@@ -97,3 +97,13 @@ def test_summarise_by_kind_sums_instances():
     assert dw["xla_pct_peak"]["XLA"] == pytest.approx(0.8) and dw["torch_gflops"] == pytest.approx(2.0)
     assert by["BN"]["torch_ms"] is None and by["all layers"]["instances"] == 7
     assert by["all layers"]["xla_ms"]["XLA"] == pytest.approx(5.4)
+
+
+def test_i3d_layers_are_timed_xla_only():
+    det = models.get_model("i3d", image_size=32, num_frames=4)
+    v = random_variables(det, seed=0)
+    cases = L.layer_cases("i3d", det, v, with_torch=False)
+    kinds = {c.kind for c in cases}
+    assert {"stem conv", "pointwise", "BN", "dense"} <= kinds and all(c.torch_fn is None for c in cases)
+    assert sum(c.count for c in cases if c.kind == "BN") == sum(c.count for c in cases if c.kind != "BN"
+                                                                 and c.kind != "dense")  # Unit3D: conv + BN

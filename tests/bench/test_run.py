@@ -64,8 +64,8 @@ def test_quick_xception_against_torchattacks(tmp_path):
     assert {r["contender"] for r in report["main"]} == {"rrjax-grid", "rrjax-per-eps", "torchattacks"}
     assert all(r["equivalent"] for r in report["main"]) and min(min(r["ra"]) for r in report["main"]) < 1.0
     results = [t[2] for t in report["targets"]]
-    assert [t[0].split(" ")[0] for t in report["targets"]] == ["FGSM", "PGD-2", "rrjax"]
-    assert results[1:] == ["NOT RUN", "NOT RUN"]  # PGD was not run: said, not hidden
+    assert [t[0].split(" ")[0] for t in report["targets"]] == ["FGSM", "PGD-2", "rrjax", "rrjax"]
+    assert results[1:] == ["NOT RUN"] * 3  # PGD and the scaling table were not run: said, not hidden
     assert "xception 32px (PyTorch twin via rrjax.models.to_torch" in text
 
 

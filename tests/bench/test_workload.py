@@ -75,3 +75,13 @@ def test_i3d_builds_rrjax_only_without_a_twin():
     assert w.torch_model is None and w.x.shape == (2, 2, 32, 32, 3)
     logits = np.asarray(jax.jit(w.logits_fn)(w.x))
     assert np.all(logits > 0)  # shifted by the offset
+
+
+@pytest.mark.slow
+def test_efficientnet_twin_at_32px_keeps_logits_of_order_one():
+    """Calibrating without the attacked inputs blew EfficientNet's logits up to ~3e4 at 32 px and
+    failed the start-up parity check (BUILD_NOTES.md, "Random weights, calibrated")."""
+    cfg = BenchConfig(model="efficientnet_b4", image_size=32, n=2, scale_e_n=2, scale_n=(2,))
+    w = W.build_workload(cfg, with_torch=True)  # asserts logit parity itself
+    clean = np.asarray(w.judge(w.variables, w.x))
+    assert np.abs(clean).max() < 100 and w.offset <= 512
