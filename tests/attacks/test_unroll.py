@@ -1,17 +1,16 @@
 """attacks with ``unroll=True`` (what the sweep on CPU and the benchmark run) are the same attacks."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.tree_util import Partial
+
+from rrjax import attacks
 
 
 def test_unrolled_attacks_compute_the_same_as_the_loops():
     """The benchmark runs rrjax with ``unroll=True``; it must be the same attack."""
-    import jax.numpy as jnp
-    from jax.tree_util import Partial
-
-    from rrjax import attacks
-
     def apply(w, x):  # a small conv net, so the loop body holds input-gradient convolutions
         h = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         s = jnp.mean(jnp.tanh(h), axis=(1, 2, 3))
@@ -28,7 +27,10 @@ def test_unrolled_attacks_compute_the_same_as_the_loops():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     kw = dict(steps=6, binary_search_steps=2, initial_const=100.0, learning_rate=0.5, abort_early=False)
     a, b = attacks.cw_l2_minimal(fn, x, y, **kw), attacks.cw_l2_minimal(fn, x, y, unroll=True, **kw)
-    np.testing.assert_allclose(np.asarray(a.x_adv), np.asarray(b.x_adv), atol=1e-6)
+    # Adam at lr 0.5 on tanh-space variables amplifies the rounding differences of the two
+    # programs: one pixel in 1152 differed by 1.13e-6 on this machine (the commit before the
+    # reshaping too), so CW is compared at 1e-5 (still 1/100 of a grey level).
+    np.testing.assert_allclose(np.asarray(a.x_adv), np.asarray(b.x_adv), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(a.success), np.asarray(b.success))
     assert np.asarray(a.success).any()  # the comparison covers successful iterates too
     with pytest.raises(ValueError, match="abort_early=False"):

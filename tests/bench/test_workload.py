@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from rrjax.bench import workload as W
 from rrjax.bench.config import BenchConfig
@@ -59,8 +60,6 @@ def test_workload_twin_has_rrjax_weights_and_labels_are_clean_predictions(model)
     w = W.build_workload(cfg, with_torch=True)  # asserts logit parity itself
     assert w.x.shape == (5,) + tuple(w.detector.input_shape) and w.x.min() >= 0 and w.x.max() <= 1
     np.testing.assert_array_equal(w.y, np.asarray(w.detector.apply(w.variables, w.x)).argmax(-1))
-    import torch
-
     with torch.no_grad():
         ref = w.torch_model(W.to_torch_layout(w.x)).numpy()
     np.testing.assert_allclose(ref - w.offset, np.asarray(w.detector.apply(w.variables, w.x)), atol=2e-4 * w.offset)
