@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.test-installed
 # Two pytest-xdist workers: the whole suite in ~9 min on 2 CPU cores instead of ~11 (BUILD_NOTES.md).
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test venv clean-venv checkpoints paper
+.PHONY: demo test venv clean-venv checkpoints paper accelerator-check
 
 venv: $(BASE_STAMP)
 
@@ -63,6 +63,16 @@ checkpoints: $(BASE_STAMP)
 	  --dataset_config=num_frames=8 --dataset_config=train_size=1600 --dataset_config=validation_size=200 \
 	  --dataset_config=test_size=200 --epochs=15 --batch_size=16 --learning_rate=1e-3 --seed=0 \
 	  --out_dir=outputs/train/meso4_video --export_dir=checkpoints/meso4_video --overwrite_export
+
+# On a GPU/TPU machine (within 8 minutes): the device benchmark (Meso4 and Xception at 256 px,
+# float32 and bfloat16, rrjax grid vs per-ε, % of the device's matmul peak) and a small sweep of the
+# shipped checkpoints, as ONE table in $(ACCEL_OUT)/<device>.md (BENCHMARKS.md, "Accelerators").
+# ACCEL_FLAGS=--quick runs the same path on a CPU in seconds (tests/bench/test_device.py).
+ACCEL_OUT ?= outputs/accelerator
+ACCEL_FLAGS ?=
+
+accelerator-check: $(BASE_STAMP)
+	$(BIN)/python experiments/bench.py --accelerator_check --out_dir=$(ACCEL_OUT) $(ACCEL_FLAGS)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -158,7 +158,7 @@ def test_convert_and_plot_scripts_reject_missing_paths(tmp_path):
     assert res.returncode == 2 and "no records at" in res.stderr
 
 
-@pytest.mark.parametrize("script", ["sweep.py", "train.py", "plot.py", "report.py", "convert_weights.py"])
+@pytest.mark.parametrize("script", ["sweep.py", "train.py", "plot.py", "report.py", "convert_weights.py", "bench.py"])
 def test_every_script_turns_a_bad_flag_into_one_line_and_status_2(script):
     res = _run(script, "--no_such_flag=1")
     lines = res.stderr.strip().splitlines()
