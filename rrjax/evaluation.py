@@ -51,7 +51,12 @@ class Evaluation:
       correct: bool[E,N] per-sample correctness under attack (for paired tests).
       robust: bool[E,B,N] per-sample φ_rob (for paired tests).
       valid: bool[E,N] per-sample verdict exists.
+      same_label: bool[E,N] the attacked prediction equals the clean one (strict RR).
       shift_norm, require_same_label, ci_method: the RR definition and interval used.
+      members: for an ensemble attack, each member's own :class:`Evaluation` by label (None
+        otherwise); the fields above are then the worst case per metric over the members.
+      ra_member, rr_member: int[E,N] for an ensemble: index (in ``members`` order) of the member
+        that broke the sample first / moved its output most; -1 where none / no verdict.
     """
 
     eps: np.ndarray
@@ -70,9 +75,13 @@ class Evaluation:
     correct: np.ndarray
     robust: np.ndarray
     valid: np.ndarray
+    same_label: np.ndarray
     shift_norm: str
     require_same_label: bool
     ci_method: str
+    members: dict[str, "Evaluation"] | None = None
+    ra_member: np.ndarray | None = None
+    rr_member: np.ndarray | None = None
 
 
 @jax.jit
@@ -130,33 +139,69 @@ def evaluate(
     """
     V.check_choice(shift_norm, metrics.SHIFT_NORMS, name="shift_norm")
     V.check_choice(ci_method, metrics.CI_METHODS, name="ci_method")
-    if attack_kwargs.get("loss") == "prob_shift":
-        attack_kwargs["shift_norm"] = shift_norm
+    rr = dict(shift_norm=shift_norm, require_same_label=require_same_label, ci_method=ci_method)
     if isinstance(attack, str):
         definition = get_def(attack)
-        attack_fn, attack_kwargs = definition.fn, definition.resolve(**attack_kwargs)
-        threat_norm = definition.threat_norm(attack_kwargs)
+        if definition.members is not None:
+            return _evaluate_ensemble(definition, definition.resolve(**attack_kwargs), logits_fn, x, y, eps,
+                                      tolerance, key, **rr)
+        attack_kwargs = _resolve(definition, attack_kwargs, shift_norm)
+        attack_fn, threat_norm = definition.fn, definition.threat_norm(attack_kwargs)
     elif callable(attack):
+        if attack_kwargs.get("loss") == "prob_shift":
+            attack_kwargs["shift_norm"] = shift_norm
         attack_fn, threat_norm = attack, attack_kwargs.get("norm")
     else:
         raise ValueError(f"attack must be an attack name or a callable, got {type(attack).__name__}")
-
     prep = C.prepare(logits_fn, x, y, eps, key)
     tol, _ = V.as_grid(tolerance, name="tolerance", lower=0.0)
-    x_adv = jnp.asarray(attack_fn(prep.logits_fn, prep.x, prep.y, np.asarray(prep.eps), key=key, **attack_kwargs))
+    x_adv = _attacked(attack_fn, prep, key, attack_kwargs, threat_norm)
+    p_clean = probabilities(prep.logits_fn, prep.x)
+    p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
+    return summarise(p_clean, p_adv, prep.y, np.asarray(prep.eps), tol, **rr)
+
+
+def _resolve(definition: Any, hparams: dict, shift_norm: str) -> dict:
+    """A configuration's recorded hyperparameters; ``prob_shift`` maximises the RR norm's shift."""
+    resolved = definition.resolve(**hparams)
+    if resolved.get("loss") == "prob_shift" and resolved.get("shift_norm") != shift_norm:
+        resolved = definition.resolve(**{**resolved, "shift_norm": shift_norm})
+    return resolved
+
+
+def _attacked(attack_fn: Any, prep: C.Prepared, key: Any, hparams: dict, threat_norm: str | None) -> jax.Array:
+    """The attack's outputs, checked: shape ``[E,N,...]``, pixels in [0,1], inside the ε-ball."""
+    x_adv = jnp.asarray(attack_fn(prep.logits_fn, prep.x, prep.y, np.asarray(prep.eps), key=key, **hparams))
     if x_adv.shape != prep.eps.shape + prep.x.shape:
         raise ValueError(
             f"attack returned shape {x_adv.shape}; expected {prep.eps.shape + prep.x.shape} "
             "(a leading ε-grid axis, then the input shape)"
         )
     _check_attack_output(x_adv, prep.x, prep.eps, threat_norm)
+    return x_adv
 
+
+def _evaluate_ensemble(definition: Any, hparams: dict, logits_fn: Any, x: Any, y: Any, eps: Any, tolerance: Any,
+                       key: Any, **rr: Any) -> Evaluation:
+    """Each member as an ordinary attack (same key), then the worst case per metric."""
+    from rrjax.attacks.ensemble import combine
+
+    prep = C.prepare(logits_fn, x, y, eps, key)
+    tol, _ = V.as_grid(tolerance, name="tolerance", lower=0.0)
     p_clean = probabilities(prep.logits_fn, prep.x)
-    p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
-    return summarise(
-        p_clean, p_adv, prep.y, np.asarray(prep.eps), tol,
-        shift_norm=shift_norm, require_same_label=require_same_label, ci_method=ci_method,
-    )
+    members: dict[str, Evaluation] = {}
+    for label, name, hp in definition.members(hparams):
+        member = get_def(name)
+        resolved = _resolve(member, hp, rr["shift_norm"])
+        x_adv = _attacked(member.fn, prep, key, resolved, member.threat_norm(resolved))
+        p_adv = probabilities(prep.logits_fn, x_adv, batch_dims=2)
+        members[label] = summarise(p_clean, p_adv, prep.y, np.asarray(prep.eps), tol, **rr)
+    ms = list(members.values())
+    worst = combine(*(np.stack([getattr(m, f) for m in ms]) for f in ("correct", "shift", "same_label", "valid")))
+    pick = np.maximum(worst["rr_member"], 0)  # the member whose shift is the worst case
+    p_adv = np.take_along_axis(np.stack([m.p_adv for m in ms]), pick[None, ..., None], 0)[0]
+    base = _from_outcomes(worst, np.asarray(p_clean), p_adv, ms[0].clean_accuracy, np.asarray(prep.eps), tol, **rr)
+    return dataclasses.replace(base, members=members, ra_member=worst["ra_member"], rr_member=worst["rr_member"])
 
 
 @jax.jit
@@ -195,17 +240,25 @@ def summarise(
 ) -> Evaluation:
     """Builds an :class:`Evaluation` from probabilities (no attack, no validation)."""
     o = jax.tree_util.tree_map(np.asarray, metrics.outcomes(p_clean, p_adv, y, norm=shift_norm))
-    tol = np.asarray(tolerance, np.float32)
-    robust = metrics.robust_outcomes(o.shift, tol, same_label=o.same_label if require_same_label else None,
-                                     valid=o.valid)
-    n_valid = o.valid.sum(-1)
-    s = metrics.summarise(o.correct.sum(-1), robust.sum(-1), n_valid, ci_method=ci_method)
-    n = int(p_clean.shape[0])
     clean_n = int(o.clean_valid.sum())
+    clean_accuracy = float(o.clean_correct.sum() / clean_n) if clean_n else float("nan")
+    return _from_outcomes(o._asdict(), np.asarray(p_clean), np.asarray(p_adv), clean_accuracy, eps, tolerance,
+                          shift_norm=shift_norm, require_same_label=require_same_label, ci_method=ci_method)
+
+
+def _from_outcomes(o: dict, p_clean: np.ndarray, p_adv: np.ndarray, clean_accuracy: float, eps: np.ndarray,
+                   tolerance: np.ndarray, *, shift_norm: str, require_same_label: bool, ci_method: str) -> Evaluation:
+    """Counts and intervals (``metrics.summarise``) from per-sample outcome arrays."""
+    tol = np.asarray(tolerance, np.float32)
+    robust = metrics.robust_outcomes(o["shift"], tol, same_label=o["same_label"] if require_same_label else None,
+                                     valid=o["valid"])
+    n_valid = o["valid"].sum(-1)
+    s = metrics.summarise(o["correct"].sum(-1), robust.sum(-1), n_valid, ci_method=ci_method)
+    n = int(p_clean.shape[0])
     return Evaluation(
         eps=np.asarray(eps, np.float32), tolerance=tol, ra=s.ra, ra_ci=s.ra_ci, rr=s.rr, rr_ci=s.rr_ci,
-        clean_accuracy=float(o.clean_correct.sum() / clean_n) if clean_n else float("nan"),
-        n=n, n_valid=n_valid, nonfinite=n - n_valid, p_clean=np.asarray(p_clean), p_adv=np.asarray(p_adv),
-        shift=o.shift, correct=o.correct, robust=robust, valid=o.valid, shift_norm=shift_norm,
+        clean_accuracy=clean_accuracy, n=n, n_valid=n_valid, nonfinite=n - n_valid, p_clean=p_clean, p_adv=p_adv,
+        shift=o["shift"], correct=o["correct"], robust=robust, valid=o["valid"], same_label=o["same_label"],
+        shift_norm=shift_norm,
         require_same_label=bool(require_same_label), ci_method=ci_method,
     )

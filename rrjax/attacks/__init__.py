@@ -13,11 +13,20 @@ from __future__ import annotations
 from rrjax.attacks._common import sample_keys
 from rrjax.attacks.base import AttackDef
 from rrjax.attacks.cw import CWResult, cw_l2, cw_l2_minimal
+from rrjax.attacks.ensemble import autoattack
 from rrjax.attacks.fgsm import fgsm
 from rrjax.attacks.pgd import cw_bounded, default_rel_step_size, pgd
-from rrjax.attacks.registry import ATTACKS, attack_norm, get_attack, get_def, register, resolve_hparams
+from rrjax.attacks.registry import (
+    ATTACKS,
+    attack_norm,
+    get_attack,
+    get_def,
+    register,
+    register_ensemble,
+    resolve_hparams,
+)
 
 __all__ = [
-    "ATTACKS", "AttackDef", "register", "get_def", "get_attack", "attack_norm", "resolve_hparams", "sample_keys",
+    "ATTACKS", "AttackDef", "register", "register_ensemble", "autoattack", "get_def", "get_attack", "attack_norm", "resolve_hparams", "sample_keys",
     "fgsm", "pgd", "cw_bounded", "cw_l2", "cw_l2_minimal", "CWResult", "default_rel_step_size",
 ]

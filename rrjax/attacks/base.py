@@ -68,6 +68,9 @@ class AttackDef:
         when that configuration cannot unroll; the field itself is ``None`` for attacks that
         never accept ``unroll``.
       gradient_free: uses the model's outputs only (never its gradients).
+      members: for an ensemble, recorded hyperparameters -> ``[(label, attack name, hparams)]``;
+        ``evaluate`` and the sweep run each member as an ordinary attack and keep the worst case
+        per metric (:mod:`rrjax.attacks.ensemble`). ``None`` for a single attack.
     """
 
     name: str
@@ -82,6 +85,7 @@ class AttackDef:
     single_step: bool = False
     loop_length: Callable[[Mapping[str, Any]], int | None] | None = None
     gradient_free: bool = False
+    members: Callable[[Mapping[str, Any]], list[tuple[str, str, dict]]] | None = None
 
     def resolve(self, **hparams: Any) -> dict[str, Any]:
         """Validates a configuration and fills in its defaults: the hyperparameters to record.

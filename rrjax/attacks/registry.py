@@ -11,12 +11,14 @@ import jax
 
 from rrjax.attacks.base import AttackDef
 from rrjax.attacks.cw import DEFINITION as CW_L2
+from rrjax.attacks.ensemble import AUTOATTACK, ensemble_definition
 from rrjax.attacks.fgsm import DEFINITION as FGSM
 from rrjax.attacks.pgd import CW_BOUNDED, PGD
 
-__all__ = ["ATTACKS", "BUILTIN", "register", "get_def", "get_attack", "resolve_hparams", "attack_norm"]
+__all__ = ["ATTACKS", "BUILTIN", "register", "register_ensemble", "get_def", "get_attack", "resolve_hparams",
+           "attack_norm"]
 
-BUILTIN: tuple[AttackDef, ...] = (FGSM, PGD, CW_BOUNDED, CW_L2)
+BUILTIN: tuple[AttackDef, ...] = (FGSM, PGD, CW_BOUNDED, CW_L2, AUTOATTACK)
 ATTACKS: dict[str, AttackDef] = {d.name: d for d in BUILTIN}
 
 
@@ -71,6 +73,43 @@ def _check_signature(name: str, fn: Callable[..., Any]) -> None:
         )
 
 
+def _check_name(name: str, overwrite: bool) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(f"attack name {name!r} must be a Python identifier (it appears in --attacks=name(...))")
+    if any(d.name == name for d in BUILTIN):
+        raise ValueError(f"attack {name!r} is built into rrjax and cannot be replaced; register under another name")
+    if name in ATTACKS and not overwrite:
+        raise ValueError(f"attack {name!r} is already registered; pass overwrite=True to replace it")
+
+
+def register_ensemble(name: str, members: list[tuple[str, str, dict]], *, overwrite: bool = False) -> AttackDef:
+    """Adds an ensemble of registered attacks: per sample and ε the worst case for each metric
+    separately (``rrjax.attacks.ensemble``), by name in ``evaluate`` and the sweep.
+
+    Args:
+      name: a new attack name.
+      members: ``[(label, attack name, hyperparameters), ...]``, at least one, distinct labels;
+        every configuration is validated now (its attack's checker).
+      overwrite: replace an earlier user registration.
+
+    Raises:
+      ValueError: a bad or taken name, no members, repeated labels, an unknown attack or an
+        invalid configuration.
+    """
+    _check_name(name, overwrite)
+    if not members:
+        raise ValueError(f"ensemble {name!r} has no members; expected [(label, attack, hparams), ...]")
+    labels = [m[0] for m in members]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"ensemble {name!r} repeats member labels {labels}")
+    fixed = [(str(label), attack, get_def(attack).resolve(**dict(hp))) for label, attack, hp in members]
+    if any(get_def(a).members is not None for _, a, _ in fixed):
+        raise ValueError(f"ensemble {name!r}: members must be single attacks, not ensembles")
+    definition = ensemble_definition(name, lambda hparams: list(fixed), lambda **hp: dict(hp), lambda: {})
+    ATTACKS[name] = definition
+    return definition
+
+
 def register(
     name: str,
     fn: Callable[..., jax.Array],
@@ -118,12 +157,7 @@ def register(
     Raises:
       ValueError: a bad name, a taken name, a built-in name, or ``fn`` without the contract.
     """
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-        raise ValueError(f"attack name {name!r} must be a Python identifier (it appears in --attacks=name(...))")
-    if any(d.name == name for d in BUILTIN):
-        raise ValueError(f"attack {name!r} is built into rrjax and cannot be replaced; register under another name")
-    if name in ATTACKS and not overwrite:
-        raise ValueError(f"attack {name!r} is already registered; pass overwrite=True to replace it")
+    _check_name(name, overwrite)
     if not callable(fn):
         raise ValueError(f"attack {name!r}: fn must be callable, got {type(fn).__name__}")
     _check_signature(name, fn)

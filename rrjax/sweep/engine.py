@@ -31,7 +31,7 @@ from rrjax import records as R
 from rrjax.attacks import _common as C
 from rrjax.attacks.registry import ATTACKS, get_def
 from rrjax.sharding import agree, data_mesh, everywhere, is_writer, pad_batch, replicate, shard_rows, to_host
-from rrjax.sweep import cells
+from rrjax.sweep import cells, ensembles
 from rrjax.sweep.data import SweepData, to_float
 from rrjax.sweep.outdir import check_out_dir
 from rrjax.sweep.outdir import replace_models as replace_models_in
@@ -43,9 +43,14 @@ __all__ = ["run_sweep", "cell_ids", "with_sweep_shift_norm"]
 
 
 def with_sweep_shift_norm(attacks: Sequence[AttackSpec], settings: SweepSettings) -> list[AttackSpec]:
-    """The probability-shift loss maximises the change in the sweep's own RR norm."""
-    return [a.with_params(shift_norm=settings.shift_norm) if a.kwargs.get("loss") == "prob_shift" else a
-            for a in attacks]
+    """The probability-shift loss maximises the change in the sweep's own RR norm (ensemble
+    members included)."""
+    def one(a: AttackSpec) -> AttackSpec:
+        if a.members:
+            return a.with_members(tuple((label, one(m)) for label, m in a.members))
+        return a.with_params(shift_norm=settings.shift_norm) if a.kwargs.get("loss") == "prob_shift" else a
+
+    return [one(a) for a in attacks]
 
 
 def cell_ids(
@@ -53,10 +58,10 @@ def cell_ids(
 ) -> list[str]:
     """The ids of the cells a :func:`run_sweep` call with these arguments covers (finished or not):
     the records of *this* run in a directory that may hold other runs' cells too."""
-    return [
-        cells.cell_id(m, data, a, float(e), settings)
-        for m in models for a in with_sweep_shift_norm(attacks, settings) for e in cells.eps_grid(a, settings)
-    ]
+    attacks = with_sweep_shift_norm(attacks, settings)
+    every = ensembles.expand(attacks) + [a for a in attacks if a.members]
+    return [cells.cell_id(m, data, a, float(e), settings)
+            for m in models for a in every for e in cells.eps_grid(a, settings)]
 
 
 @dataclasses.dataclass
@@ -118,7 +123,8 @@ def run_sweep(
         label bound to another checkpoint, a memory budget that cannot hold one sample, or a
         model whose every output is NaN/inf.
     """
-    attacks = with_sweep_shift_norm(attacks, settings)
+    requested = with_sweep_shift_norm(attacks, settings)
+    attacks = ensembles.expand(requested)  # what runs: ensembles are built from their members' cells
     labels = [m.label for m in models]
     if not models or len(set(labels)) != len(labels):
         raise ValueError(f"models must be a non-empty list with distinct labels, got {labels}")
@@ -149,6 +155,8 @@ def run_sweep(
         if run.bar is not None:
             run.bar.close()
     if is_writer():
+        if ensembles.build_cells(out, models, data, requested, settings):
+            R.rebuild_tables(out)
         finalise(out, settings)
         if (out / "partial").exists() and not any((out / "partial").iterdir()):
             (out / "partial").rmdir()

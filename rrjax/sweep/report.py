@@ -19,6 +19,7 @@ from rrjax import records as R
 from rrjax._io import atomic_write_json, atomic_write_text
 from rrjax.attacks.registry import ATTACKS
 from rrjax.sweep import cells as Cells
+from rrjax.sweep import ensembles
 from rrjax.sweep.spec import SweepSettings
 
 __all__ = ["HEALTH_FLAGS", "finalise", "health"]
@@ -29,6 +30,8 @@ HEALTH_FLAGS = {
     "eps0_differs_from_clean": "RA at ε = 0 differs from clean accuracy: the attack changed unperturbed inputs",
     "gradient_masking": "more than 5% of samples have all-zero or non-finite input gradients",
     "no_success_at_max_eps": "not a single correctly classified sample was flipped at the largest ε",
+    "gradient_masking_suspected": "an ensemble's gradient-free member broke samples that every gradient-based member "
+                                  "left correct (more than max(2, 1% of n) at some ε): gradients mislead here",
     "nonfinite_probabilities": "the detector returned NaN/inf for some inputs (clean or attacked): those samples "
                                "have no verdict and are left out of n (summary: 'left out')",
 }
@@ -88,6 +91,24 @@ def _weaker_than_single_step(curves: dict[R.CurveKey, list[dict]]) -> set[R.Curv
     return out
 
 
+def _masking_suspected(curves: dict[R.CurveKey, list[dict]]) -> set[R.CurveKey]:
+    """Ensemble curves whose gradient-free member breaks what every gradient member misses."""
+    by_id = {info["meta"]["cell"]: info for infos in curves.values() for info in infos}
+    out = set()
+    for key, infos in curves.items():
+        for info in infos:
+            members = info["meta"].get("members")
+            if not members:
+                continue
+            member_infos = {c: by_id[c] for _, c in members if c in by_id}
+            free = {label: bool(getattr(ATTACKS.get(by_id[c]["meta"]["attack"]), "gradient_free", False))
+                    for label, c in members if c in by_id}
+            n = len(info["samples"]["index"])
+            if ensembles.masking_suspects(info, member_infos, free) > max(2, 0.01 * n):
+                out.add(key)
+    return out
+
+
 def health(curves: dict[R.CurveKey, list[dict]], dead: Mapping[R.CurveKey, float]) -> dict[R.CurveKey, list[str]]:
     """Attack-health flags (``HEALTH_FLAGS``) per curve from its finished cells (sorted by ε).
 
@@ -98,6 +119,8 @@ def health(curves: dict[R.CurveKey, list[dict]], dead: Mapping[R.CurveKey, float
     flags = {key: _curve_flags(infos, dead.get(key)) for key, infos in curves.items()}
     for key in _weaker_than_single_step(curves):
         flags[key].append("iterative_weaker_than_fgsm")
+    for key in _masking_suspected(curves):
+        flags[key].append("gradient_masking_suspected")
     return {k: sorted(set(v)) for k, v in flags.items()}
 
 
@@ -170,6 +193,7 @@ def _summary(curves: dict, flags: dict, dead: dict) -> dict:
             "left_out": [int((~Cells.valid(i["samples"])).sum()) for i in infos],
             "dead_gradient_share": dead.get(key),
             "health": flags.get(key, []),
+            **({"member_shares": ensembles.member_shares(infos)} if infos[0]["meta"].get("members") else {}),
         })
     return {"groups": out, "health_flags": HEALTH_FLAGS}
 
@@ -253,6 +277,21 @@ def _group_md(g: dict) -> list[str]:
         lines.append(f"| {e:.4g} | {fmt(ra)} [{fmt(ci[0])}, {fmt(ci[1])}] | "
                      + " | ".join(fmt(rr[t]) for t in show) + " |")
     lines.append("")
+    if "member_shares" in g:
+        lines += _shares_md(g)
     if g["health"]:
         lines += ["**Attack-health warnings:**", ""] + [f"- `{h}`: {HEALTH_FLAGS[h]}" for h in g["health"]] + [""]
     return lines
+
+
+def _shares_md(g: dict) -> list[str]:
+    """Which ensemble member produced the worst case, per ε (RA: first to break; RR: largest shift)."""
+    shares = g["member_shares"]
+    labels = shares["labels"]
+    fmt = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
+    lines = ["Worst case by member (share of broken samples for RA, of moved samples for RR):", "",
+             "| ε | " + " | ".join(f"RA: {lab}" for lab in labels) + " | " + " | ".join(f"RR: {lab}" for lab in labels) + " |",
+             "|---|" + "---|" * (2 * len(labels))]
+    for e, ra, rr in zip(g["eps"], shares["ra"], shares["rr"]):
+        lines.append(f"| {e:.4g} | " + " | ".join(map(fmt, ra)) + " | " + " | ".join(map(fmt, rr)) + " |")
+    return lines + [""]

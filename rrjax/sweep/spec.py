@@ -30,19 +30,36 @@ class AttackSpec:
     """An attack name, its fully resolved hyperparameters, and optionally its own ε grid.
 
     ``eps`` overrides the sweep's grid for this attack (e.g. L2 budgets for ``cw_l2``, which are
-    not comparable in size with L∞ ones); ``None`` uses the sweep's grid.
+    not comparable in size with L∞ ones); ``None`` uses the sweep's grid. An ensemble (an
+    attack whose registry entry has ``members``) carries its members as ``(label, spec)``
+    pairs: ordinary attack specs on the ensemble's grid, run (and recorded) like standalone ones.
     """
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
     eps: tuple[float, ...] | None = None
+    members: tuple[tuple[str, "AttackSpec"], ...] = ()
 
     @classmethod
-    def make(cls, name: str, *, eps: Any = None, **params: Any) -> "AttackSpec":
-        """Validates and resolves a configuration (the attack's registry entry)."""
-        resolved = get_def(name).resolve(**params)
+    def make(cls, name: str, *, eps: Any = None, unroll_max_steps: float = 0, **params: Any) -> "AttackSpec":
+        """Validates and resolves a configuration (the attack's registry entry).
+
+        ``unroll_max_steps``: an attack that can unroll this configuration's loop
+        (``AttackDef.loop_length``) within this many iterations gets ``unroll=True`` unless
+        ``params`` set ``unroll`` (faster on XLA:CPU; see ``rrjax.attacks.pgd``). Ensemble
+        members get the same treatment as standalone attacks, so their cells are shared.
+        """
+        definition = get_def(name)
+        resolved = definition.resolve(**params)
+        steps = None if definition.loop_length is None else definition.loop_length(resolved)
+        if "unroll" not in params and steps is not None and steps <= unroll_max_steps:
+            resolved = definition.resolve(**params, unroll=True)
         grid = None if eps is None else tuple(float(e) for e in parse_grid(eps, name=f"{name} eps"))
-        return cls(name, tuple(sorted(resolved.items())), grid)
+        members = ()
+        if definition.members is not None:
+            members = tuple((label, cls.make(m, eps=grid, unroll_max_steps=unroll_max_steps, **hp))
+                            for label, m, hp in definition.members(resolved))
+        return cls(name, tuple(sorted(resolved.items())), grid, members)
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -59,7 +76,10 @@ class AttackSpec:
 
     def with_params(self, **params: Any) -> "AttackSpec":
         """The same attack with some recorded hyperparameters replaced (no re-validation)."""
-        return AttackSpec(self.name, tuple(sorted({**self.kwargs, **params}.items())), self.eps)
+        return AttackSpec(self.name, tuple(sorted({**self.kwargs, **params}.items())), self.eps, self.members)
+
+    def with_members(self, members: tuple[tuple[str, "AttackSpec"], ...]) -> "AttackSpec":
+        return AttackSpec(self.name, self.params, self.eps, members)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +189,7 @@ def parse_attacks(spec: str, *, unroll_max_steps: float = 0) -> list[AttackSpec]
     Values are parsed like flag values (``rrjax.cli.parse_value``); ``eps=start:stop:num`` or
     ``eps=0;0.5;1`` gives the attack its own ε grid. Every hyperparameter is validated here.
 
-    ``unroll_max_steps``: attacks whose registry entry can unroll this configuration's loop
-    (``AttackDef.loop_length``) and run at most this many iterations get ``unroll=True`` unless
-    the text sets ``unroll`` itself (faster on XLA:CPU; see ``rrjax.attacks.pgd``). 0: never.
+    ``unroll_max_steps``: see :meth:`AttackSpec.make` (0: never unroll).
 
     Raises ``ValueError`` for unknown attacks (listing valid ones), unknown hyperparameters,
     invalid values and malformed text.
@@ -179,14 +197,7 @@ def parse_attacks(spec: str, *, unroll_max_steps: float = 0) -> list[AttackSpec]
     spec = spec.strip()
     if not spec:
         raise ValueError(f"attacks is empty; expected e.g. 'fgsm,pgd(steps=10)'; valid attacks: {sorted(ATTACKS)}")
-    out = []
-    for name, params in _parse_items(spec):
-        made = AttackSpec.make(name, **params)
-        length = made.definition.loop_length
-        steps = None if length is None else length(made.kwargs)
-        if "unroll" not in params and steps is not None and steps <= unroll_max_steps:
-            made = AttackSpec.make(name, **params, unroll=True)
-        out.append(made)
+    out = [AttackSpec.make(name, unroll_max_steps=unroll_max_steps, **params) for name, params in _parse_items(spec)]
     names = [(a.name, a.params, a.eps) for a in out]
     if len(set(names)) != len(names):
         raise ValueError(f"attacks={spec!r} lists the same attack configuration twice")
