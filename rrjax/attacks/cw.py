@@ -139,18 +139,9 @@ def _cw_l2(
         else:
             final = jax.lax.while_loop(cond, body, init)
         _, _, _, _, _, best_x, best_l2sq, found, round_ok = final
+        return (*_binary_search(c, lower, upper, round_ok), best_x, best_l2sq, found)
 
-        # Per-sample binary search on c (Carlini & Wagner's schedule).
-        upper = jnp.where(round_ok, jnp.minimum(upper, c), upper)
-        lower = jnp.where(round_ok, lower, jnp.maximum(lower, c))
-        bounded = upper < _NO_UPPER * 0.1
-        c = jnp.where(bounded, (lower + upper) / 2.0, jnp.where(round_ok, c, c * 10.0))
-        return c, lower, upper, best_x, best_l2sq, found
-
-    state = (
-        jnp.full((n,), initial_const, x.dtype), jnp.zeros((n,), x.dtype), jnp.full((n,), _NO_UPPER, x.dtype),
-        x, jnp.full((n,), jnp.finfo(x.dtype).max), clean_adv,
-    )
+    state = _search_start(x, initial_const, clean_adv)
     if unroll:  # a Python loop: a while loop around the rounds (even one trip) would put the
         # unrolled steps back inside a loop body, where XLA:CPU's input-gradient convs are slow
         for r in range(binary_search_steps):
@@ -158,9 +149,29 @@ def _cw_l2(
     else:
         state = jax.lax.fori_loop(0, binary_search_steps, search_round, state)
     _, _, _, best_x, _, found = state
+    return _result(x, best_x, found, clean_adv)
+
+
+def _search_start(x: jax.Array, initial_const: jax.Array, clean_adv: jax.Array) -> tuple[jax.Array, ...]:
+    """(c, lower, upper, best_x, best_l2sq, found) before the first round."""
+    n = x.shape[0]
+    return (jnp.full((n,), initial_const, x.dtype), jnp.zeros((n,), x.dtype), jnp.full((n,), _NO_UPPER, x.dtype),
+            x, jnp.full((n,), jnp.finfo(x.dtype).max), clean_adv)
+
+
+def _binary_search(c: jax.Array, lower: jax.Array, upper: jax.Array, round_ok: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-sample update of c after a round (Carlini & Wagner's schedule): x10 until the first
+    success, then bisection between the largest failing and the smallest successful c."""
+    upper = jnp.where(round_ok, jnp.minimum(upper, c), upper)
+    lower = jnp.where(round_ok, lower, jnp.maximum(lower, c))
+    bounded = upper < _NO_UPPER * 0.1
+    c = jnp.where(bounded, (lower + upper) / 2.0, jnp.where(round_ok, c, c * 10.0))
+    return c, lower, upper
+
+
+def _result(x: jax.Array, best_x: jax.Array, found: jax.Array, clean_adv: jax.Array) -> CWResult:
     best_x = jnp.where(C._bcast(clean_adv, x), x, jnp.clip(best_x, 0.0, 1.0))
-    distance = jnp.where(found, C.l2_norm(best_x - x), jnp.inf)
-    return CWResult(best_x, distance, found)
+    return CWResult(best_x, jnp.where(found, C.l2_norm(best_x - x), jnp.inf), found)
 
 
 def check_hparams(

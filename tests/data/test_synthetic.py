@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from rrjax import data
-from rrjax.data import render, synthetic
+from rrjax.data import faces, render, synthetic
 
 
 def _rng(i=0):
@@ -56,7 +56,7 @@ def test_transposed_conv_upsampling_leaves_a_period_factor_checkerboard(factor):
 def test_background_noise_has_a_power_law_spectrum():
     # Natural images have amplitude ~ 1/f**beta; fit the radially averaged log spectrum.
     beta, size = 1.1, 128
-    field = render._pink_noise(np.random.default_rng(0), size, 1, beta)[..., 0]
+    field = faces._pink_noise(np.random.default_rng(0), size, 1, beta)[..., 0]
     power = np.abs(np.fft.fft2(field)) ** 2
     f = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.fftfreq(size)[None, :] ** 2)
     bins = np.geomspace(2 / size, 0.4, 12)
@@ -84,11 +84,11 @@ def test_render_is_deterministic_and_valid():
 
 def test_fake_changes_only_the_inner_face():
     rng = _rng(3)
-    ident, pose, light = render.sample_identity(rng), render.sample_pose(rng), render.sample_light(rng)
-    scene = render.sample_scene(rng, 96)
+    ident, pose, light = faces.sample_identity(rng), faces.sample_pose(rng), faces.sample_light(rng)
+    scene = faces.sample_scene(rng, 96)
     forgery = render.sample_forgery(rng, ident)
-    real_rgb, u, v = render.render_person(96, ident, pose, light, scene)
-    head, _ = render._head_alpha(u, v, ident, 2.0 / (96 * pose.scale))
+    real_rgb, u, v = faces.render_person(96, ident, pose, light, scene)
+    head, _ = faces._head_alpha(u, v, ident, 2.0 / (96 * pose.scale))
     fake_rgb = render._swap_face(real_rgb, u, v, head, pose, light, ident, forgery, 96, rng)
     changed = np.abs(fake_rgb - real_rgb).max(-1) > 1e-4
     assert changed.mean() > 0.02                    # the face was replaced...
