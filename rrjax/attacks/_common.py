@@ -174,6 +174,18 @@ def success(spec: LossSpec, logits: jax.Array, label: jax.Array) -> jax.Array:
     return pred == label if spec.targeted else pred != label
 
 
+def worse_case(spec: LossSpec, ok: jax.Array, loss: jax.Array, ok_ref: jax.Array, loss_ref: jax.Array) -> jax.Array:
+    """Whether a candidate is a worse case for the model than the reference, per sample ``[N]``.
+
+    For RA (``ce``, ``margin`` ...): a success beats a failure, then the higher loss wins. For
+    ``prob_shift``: the higher loss (the larger probability shift), success aside. This is how
+    restarts, best-iterate tracking and score-based searches keep each sample's worst case.
+    """
+    if spec.name == "prob_shift":
+        return loss > loss_ref
+    return (ok & ~ok_ref) | ((ok == ok_ref) & (loss > loss_ref))
+
+
 # --------------------------------------------------------------------------- loops
 
 # Why attacks accept ``unroll=True`` (jax/jaxlib 0.10.2, XLA:CPU; measured in BENCHMARKS.md):
