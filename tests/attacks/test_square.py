@@ -91,17 +91,15 @@ def test_no_gradient_is_ever_taken(linear):
     logits_fn = lambda x: linear.logits_fn(guarded(x).reshape(len(x), -1))  # noqa: E731
     x = np.random.default_rng(0).uniform(0, 1, size=(8, 2, 4, 3)).astype(np.float32)
     y = linear.labels(x.reshape(8, -1))
-    for norm in ("linf", "l2"):
-        for loss in ("margin", "prob_shift"):
-            square(logits_fn, x, y, [0.0, 0.1], key=jax.random.key(0), queries=5, norm=norm, loss=loss)
+    for norm, loss in (("linf", "margin"), ("l2", "prob_shift")):
+        square(logits_fn, x, y, [0.0, 0.1], key=jax.random.key(0), queries=5, norm=norm, loss=loss)
     with pytest.raises(AssertionError, match="differentiated"):
         pgd(logits_fn, x, y, 0.1, key=jax.random.key(0), steps=1)
 
 
 # --------------------------------------------------------------------------- invariants
 
-@pytest.mark.parametrize("norm, shape", [("linf", (8, 8, 3)), ("l2", (3, 8, 8, 3)), ("l2", (9, 7, 2))],
-                         ids=["linf-image", "l2-video", "l2-odd-image"])
+@pytest.mark.parametrize("norm, shape", [("linf", (8, 8, 3)), ("l2", (3, 9, 7, 2))], ids=["linf-image", "l2-video"])
 def test_constraints_hold_on_cnn(tiny_cnn, norm, shape):
     logits_fn = tiny_cnn(shape)
     x = jax.random.uniform(jax.random.key(1), (6,) + shape)
