@@ -327,6 +327,20 @@ def loss_spec(loss: str, *, targeted: bool, confidence: float | None, shift_norm
     return LossSpec(loss, targeted, confidence, shift_norm)
 
 
+def recorded_checker(check_hparams: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """An ``AttackDef.check`` from an attack's ``check_hparams``: the validated values, without
+    ``shift_norm`` unless ``loss="prob_shift"`` (the only loss that reads it, so it stays out of
+    the records and cell ids of other configurations)."""
+
+    def check(**hparams: Any) -> dict[str, Any]:
+        out = check_hparams(**hparams)
+        if out["loss"] != "prob_shift":
+            out.pop("shift_norm")
+        return out
+
+    return check
+
+
 def finish(x_adv: jax.Array, scalar_eps: bool) -> jax.Array:
     return x_adv[0] if scalar_eps else x_adv
 

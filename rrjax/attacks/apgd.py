@@ -23,7 +23,7 @@ from rrjax import _validation as V
 from rrjax.attacks import _common as C
 from rrjax.attacks.base import AttackDef, keyword_defaults
 
-__all__ = ["apgd", "apgd_with_info", "APGDResult", "checkpoints", "check_hparams", "DEFINITION"]
+__all__ = ["apgd", "apgd_with_info", "APGDResult", "core_with_info", "checkpoints", "check_hparams", "DEFINITION"]
 
 LOSSES = C.LOSSES + ("dlr",)
 _MOMENTUM = 0.75  # α of the paper: weight of the new gradient step against the previous move
@@ -139,7 +139,8 @@ def _run(evaluate, x, x0, eps, rho, *, spec, steps, norm, unroll) -> tuple[jax.A
         return _State(
             x=sel(restart, x_best, x_new), x_old=s.x, g=sel(restart, g_best, g), loss_prev=loss,
             x_best=x_best, g_best=g_best, loss_best=loss_best,
-            x_out=sel(worse, x_new, s.x_out), ok_out=jnp.where(worse, ok, s.ok_out), loss_out=jnp.where(worse, loss, s.loss_out),
+            x_out=sel(worse, x_new, s.x_out), ok_out=jnp.where(worse, ok, s.ok_out),
+            loss_out=jnp.where(worse, loss, s.loss_out),
             step=jnp.where(restart, s.step / 2, s.step), n_up=jnp.where(at, 0, n_up),
             reduced=jnp.where(at, halve, s.reduced), loss_check=jnp.where(at, loss_best, s.loss_check),
             loss_ref=jnp.where(i == ref_iter, loss_best, s.loss_ref),
@@ -237,8 +238,8 @@ def apgd_with_info(
                        shift_norm=shift_norm, eps_batch_size=eps_batch_size, unroll=unroll,
                        targeted=target is not None)
     label = prep.y if target is None else C.prepare_target(target, prep)
-    x_adv, improved = _run_grid(prep.logits_fn, prep.x, label, prep.eps, prep.keys, targeted=target is not None,
-                                num_classes=prep.num_classes, **hp)
+    x_adv, improved = core_with_info(prep.logits_fn, prep.x, label, prep.eps, prep.keys,
+                                     targeted=target is not None, num_classes=prep.num_classes, **hp)
     return APGDResult(C.finish(x_adv, prep.scalar_eps), C.finish(improved, prep.scalar_eps))
 
 
@@ -318,12 +319,20 @@ def apgd(
                           eps_batch_size=eps_batch_size, unroll=unroll).x_adv
 
 
-def _run_grid(
+def core_with_info(
     logits_fn: Partial, x: jax.Array, label: jax.Array, eps: Any, keys: jax.Array, *, steps: int = 100,
     norm: str = "linf", loss: str = "ce", restarts: int = 1, rho: float = 0.75, random_start: bool = True,
     shift_norm: str = "linf", eps_batch_size: int | None = None, unroll: bool = False, targeted: bool = False,
     num_classes: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
+    """APGD on validated inputs (the sweep's hot path) with the convergence signal.
+
+    Takes what ``AttackDef.core`` takes (``x`` f32 device array, ``label`` int32 true or target
+    classes, ``eps`` f32[E], ``keys`` one typed PRNG key per sample, the recorded
+    hyperparameters) and returns ``(x_adv[E,N,...], improved_since_last_checkpoint[E,N])``
+    (see :class:`APGDResult`). Raises ``ValueError`` for ``loss="dlr"`` on fewer than 3 classes
+    (``num_classes``: the model's, when the caller knows it), before compiling.
+    """
     if loss == "dlr":
         check_classes(C.check_logits_shape(logits_fn, x) if num_classes is None else num_classes)
     spec = _spec(loss, targeted=targeted, shift_norm=shift_norm)
@@ -335,7 +344,7 @@ def _run_grid(
 
 def _core(logits_fn: Partial, x: jax.Array, label: jax.Array, eps: Any, keys: jax.Array, **hparams: Any) -> jax.Array:
     """APGD on validated inputs: ``x_adv[E,N,...]`` (``keys``: one typed key per sample)."""
-    return _run_grid(logits_fn, x, label, eps, keys, **hparams)[0]
+    return core_with_info(logits_fn, x, label, eps, keys, **hparams)[0]
 
 
 def check_classes(num_classes: int) -> None:
@@ -379,11 +388,7 @@ def check_hparams(
     }
 
 
-def _recorded(**hparams: Any) -> dict[str, Any]:
-    out = check_hparams(**hparams)
-    if out["loss"] != "prob_shift":
-        out.pop("shift_norm")  # only the probability-shift loss reads it
-    return out
+_recorded = C.recorded_checker(check_hparams)
 
 
 def _loop_length(hparams: Any) -> int:

@@ -311,11 +311,7 @@ def check_hparams(
     }
 
 
-def _recorded(**hparams: Any) -> dict[str, Any]:
-    out = check_hparams(**hparams)
-    if out["loss"] != "prob_shift":
-        out.pop("shift_norm")  # only the probability-shift loss reads it
-    return out
+_recorded = C.recorded_checker(check_hparams)
 
 
 DEFINITION = AttackDef(
