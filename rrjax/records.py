@@ -71,8 +71,9 @@ RECORD_FIELDS = (
     "rr_lo", "rr_hi", "clean_accuracy", "shift_norm", "strict", "ci_method", "seed", "health", "cell",
 )
 SAMPLE_FIELDS = ("index", "y", "correct", "shift", "p_fake_clean", "p_fake_adv", "same_label")
-# Optional per-sample arrays some cells carry (ensembles: which member gave the worst case).
-OPTIONAL_SAMPLE_FIELDS = ("ra_member", "rr_member")
+# Optional per-sample arrays some cells carry: ensembles, which member gave the worst case;
+# attacks with diagnostics (``AttackDef.diagnostics``), e.g. APGD's still_improving.
+OPTIONAL_SAMPLE_FIELDS = ("ra_member", "rr_member", "still_improving")
 # What a cell's id hashes: everything that defines its numbers.
 CELL_FIELDS = ("model", "arch", "config", "checkpoint_sha256", "dataset", "split", "source", "samples", "attack",
                "attack_params", "eps", "seed", "shift_norm")

@@ -90,7 +90,7 @@ BAD_SWEEP_FLAGS = [
     (["--eps=0:0.2"], "--eps='0:0.2' is malformed"),
     (["--eps=0.1,-0.1"], "--eps has value -0.1 < 0"),
     (["--tolerance=nan"], "--tolerance contains NaN or inf"),
-    (["--attacks=deepfool"], "unknown attack 'deepfool'; valid attacks: autoattack, cw_bounded, cw_l2, fgsm"),
+    (["--attacks=deepfool"], "unknown attack 'deepfool'; valid attacks: apgd, autoattack, cw_bounded, cw_l2, fgsm, pgd, square"),
     (["--attacks=pgd(steps=2"], "is malformed"),
     (["--attacks=pgd(norm=l1)"], "norm='l1' is not valid; expected one of 'linf', 'l2'"),
     (["--attacks=cw_l2(stepz=3)"], "attack 'cw_l2' has no hyperparameter(s) ['stepz']"),

@@ -11,6 +11,7 @@ each attack; :func:`register` adds your own (see the README, "Your own attack").
 from __future__ import annotations
 
 from rrjax.attacks._common import sample_keys
+from rrjax.attacks.apgd import APGDResult, apgd, apgd_with_info
 from rrjax.attacks.base import AttackDef
 from rrjax.attacks.cw import CWResult, cw_l2, cw_l2_minimal
 from rrjax.attacks.ensemble import autoattack
@@ -25,8 +26,11 @@ from rrjax.attacks.registry import (
     register_ensemble,
     resolve_hparams,
 )
+from rrjax.attacks.square import square
 
 __all__ = [
-    "ATTACKS", "AttackDef", "register", "register_ensemble", "autoattack", "get_def", "get_attack", "attack_norm", "resolve_hparams", "sample_keys",
+    "ATTACKS", "AttackDef", "register", "register_ensemble", "autoattack", "get_def", "get_attack", "attack_norm",
+    "resolve_hparams", "sample_keys",
     "fgsm", "pgd", "cw_bounded", "cw_l2", "cw_l2_minimal", "CWResult", "default_rel_step_size",
+    "apgd", "apgd_with_info", "APGDResult", "square",
 ]

@@ -184,6 +184,18 @@ def success(spec: LossSpec, logits: jax.Array, label: jax.Array) -> jax.Array:
     return pred == label if spec.targeted else pred != label
 
 
+def worse_case(spec: LossSpec, ok: jax.Array, loss: jax.Array, ok_ref: jax.Array, loss_ref: jax.Array) -> jax.Array:
+    """Whether a candidate is a worse case for the model than the reference, per sample ``[N]``.
+
+    For RA (``ce``, ``margin`` ...): a success beats a failure, then the higher loss wins. For
+    ``prob_shift``: the higher loss (the larger probability shift), success aside. This is how
+    restarts, best-iterate tracking and score-based searches keep each sample's worst case.
+    """
+    if spec.name == "prob_shift":
+        return loss > loss_ref
+    return (ok & ~ok_ref) | ((ok == ok_ref) & (loss > loss_ref))
+
+
 # --------------------------------------------------------------------------- loops
 
 # Why attacks accept ``unroll=True`` (jax/jaxlib 0.10.2, XLA:CPU; measured in BENCHMARKS.md):
@@ -323,6 +335,20 @@ def loss_spec(loss: str, *, targeted: bool, confidence: float | None, shift_norm
     if targeted and loss == "prob_shift":
         raise ValueError("loss='prob_shift' has no target class; use loss='ce' or 'margin' with target=")
     return LossSpec(loss, targeted, confidence, shift_norm)
+
+
+def recorded_checker(check_hparams: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """An ``AttackDef.check`` from an attack's ``check_hparams``: the validated values, without
+    ``shift_norm`` unless ``loss="prob_shift"`` (the only loss that reads it, so it stays out of
+    the records and cell ids of other configurations)."""
+
+    def check(**hparams: Any) -> dict[str, Any]:
+        out = check_hparams(**hparams)
+        if out["loss"] != "prob_shift":
+            out.pop("shift_norm")
+        return out
+
+    return check
 
 
 def finish(x_adv: jax.Array, scalar_eps: bool) -> jax.Array:

@@ -68,6 +68,9 @@ class AttackDef:
         when that configuration cannot unroll; the field itself is ``None`` for attacks that
         never accept ``unroll``.
       gradient_free: uses the model's outputs only (never its gradients).
+      diagnostics: ``diagnostics(logits_fn, x, y, eps, keys, **recorded) -> (x_adv, info)``: the
+        core plus per-(ε, sample) bool arrays ``info`` the sweep stores with each cell for
+        health checks (APGD: ``still_improving``, the best loss still rising at the end).
       members: for an ensemble, recorded hyperparameters -> ``[(label, attack name, hparams)]``;
         ``evaluate`` and the sweep run each member as an ordinary attack and keep the worst case
         per metric (:mod:`rrjax.attacks.ensemble`). ``None`` for a single attack.
@@ -86,6 +89,7 @@ class AttackDef:
     loop_length: Callable[[Mapping[str, Any]], int | None] | None = None
     gradient_free: bool = False
     members: Callable[[Mapping[str, Any]], list[tuple[str, str, dict]]] | None = None
+    diagnostics: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
 
     def resolve(self, **hparams: Any) -> dict[str, Any]:
         """Validates a configuration and fills in its defaults: the hyperparameters to record.
@@ -119,6 +123,13 @@ class AttackDef:
         if self.core is not None:
             return self.core(logits_fn, x, y, eps, keys, **recorded)
         return self.fn(logits_fn, x, y, eps, key=keys, **recorded)
+
+    def run_with_info(self, logits_fn: Any, x: jax.Array, y: jax.Array, eps: Any, keys: jax.Array,
+                      **recorded: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """:meth:`run` plus the attack's per-(ε, sample) diagnostics (empty when it has none)."""
+        if self.diagnostics is not None:
+            return self.diagnostics(logits_fn, x, y, eps, keys, **recorded)
+        return self.run(logits_fn, x, y, eps, keys, **recorded), {}
 
     @property
     def accepts_eps_batch_size(self) -> bool:

@@ -92,11 +92,7 @@ def check_hparams(*, norm: Any, loss: Any, shift_norm: Any, targeted: bool = Fal
     return {"norm": norm, "loss": loss, "shift_norm": shift_norm}
 
 
-def _recorded(**hparams: Any) -> dict[str, Any]:
-    out = check_hparams(**hparams)
-    if out["loss"] != "prob_shift":
-        out.pop("shift_norm")  # only the probability-shift loss reads it
-    return out
+_recorded = C.recorded_checker(check_hparams)
 
 
 DEFINITION = AttackDef(

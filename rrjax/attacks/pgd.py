@@ -83,10 +83,7 @@ def _pgd_one(
         best_x, best_ok, best_loss = carry
         xa = run(jax.vmap(lambda k: jax.random.fold_in(k, r))(keys))
         ok, loss = score(xa)
-        if spec.name == "prob_shift":  # worst case for RR: the largest probability shift
-            better = loss > best_loss
-        else:  # worst case for RA: any success, then the highest loss
-            better = (ok & ~best_ok) | ((ok == best_ok) & (loss > best_loss))
+        better = C.worse_case(spec, ok, loss, best_ok, best_loss)
         return (_best(better, xa, best_x), best_ok | ok, jnp.where(better, loss, best_loss)), None
 
     x_first = run(keys, from_x=first_from_x)
@@ -281,11 +278,7 @@ def cw_bounded(
     )
 
 
-def _recorded(**hparams: Any) -> dict[str, Any]:
-    out = check_hparams(**hparams)
-    if out["loss"] != "prob_shift":
-        out.pop("shift_norm")  # only the probability-shift loss reads it
-    return out
+_recorded = C.recorded_checker(check_hparams)
 
 
 def _cw_bounded_recorded(**hparams: Any) -> dict[str, Any]:

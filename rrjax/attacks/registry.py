@@ -9,16 +9,18 @@ from typing import Any
 
 import jax
 
+from rrjax.attacks.apgd import DEFINITION as APGD
 from rrjax.attacks.base import AttackDef
 from rrjax.attacks.cw import DEFINITION as CW_L2
 from rrjax.attacks.ensemble import AUTOATTACK, ensemble_definition
 from rrjax.attacks.fgsm import DEFINITION as FGSM
 from rrjax.attacks.pgd import CW_BOUNDED, PGD
+from rrjax.attacks.square import DEFINITION as SQUARE
 
 __all__ = ["ATTACKS", "BUILTIN", "register", "register_ensemble", "get_def", "get_attack", "resolve_hparams",
            "attack_norm"]
 
-BUILTIN: tuple[AttackDef, ...] = (FGSM, PGD, CW_BOUNDED, CW_L2, AUTOATTACK)
+BUILTIN: tuple[AttackDef, ...] = (FGSM, PGD, CW_BOUNDED, CW_L2, APGD, SQUARE, AUTOATTACK)
 ATTACKS: dict[str, AttackDef] = {d.name: d for d in BUILTIN}
 
 

@@ -77,11 +77,13 @@ def _num(v: float) -> float | None:
 
 
 def sample_result(index: np.ndarray, y: np.ndarray, p_clean: np.ndarray, p_adv: np.ndarray,
-                  o: metrics.Outcomes) -> list[dict[str, np.ndarray]]:
-    """Per-sample arrays (``rrjax.records.SAMPLE_FIELDS``) of each ε from host outcomes."""
+                  o: metrics.Outcomes, extra: Mapping[str, np.ndarray] | None = None) -> list[dict[str, np.ndarray]]:
+    """Per-sample arrays (``rrjax.records.SAMPLE_FIELDS``, plus ``extra[E,N]`` diagnostics such
+    as ``still_improving``) of each ε from host outcomes."""
     return [
         {"index": index, "y": y, "correct": o.correct[k], "shift": o.shift[k],
-         "p_fake_clean": p_clean[:, 1], "p_fake_adv": p_adv[k][:, 1], "same_label": o.same_label[k]}
+         "p_fake_clean": p_clean[:, 1], "p_fake_adv": p_adv[k][:, 1], "same_label": o.same_label[k],
+         **{name: v[k] for name, v in (extra or {}).items()}}
         for k in range(p_adv.shape[0])
     ]
 

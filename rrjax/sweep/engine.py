@@ -280,11 +280,12 @@ def attack_chunk(run: _Run, definition: Any, hparams: dict, logits_fn: Any, sel:
     x = shard_rows(mesh, to_float(data.x[rows]))
     y = shard_rows(mesh, data.y[rows].astype(np.int32))
     keys = jax.random.wrap_key_data(shard_rows(mesh, run.sample_keys[rows]))
-    x_adv = definition.run(logits_fn, x, y, eps, keys, **hparams)
+    x_adv, info = definition.run_with_info(logits_fn, x, y, eps, keys, **hparams)
     p_adv = to_host(_adv_probabilities(logits_fn, x_adv))[:, : len(sel)]  # padding dropped here
     y_sel = data.y[sel].astype(np.int32)
     o = jax.tree_util.tree_map(np.asarray, metrics.outcomes(p_clean, p_adv, y_sel, norm=run.settings.shift_norm))
-    return cells.sample_result(np.asarray(data.index)[sel], y_sel, p_clean, p_adv, o)
+    extra = {k: to_host(v)[:, : len(sel)] for k, v in info.items() if k in R.OPTIONAL_SAMPLE_FIELDS}
+    return cells.sample_result(np.asarray(data.index)[sel], y_sel, p_clean, p_adv, o, extra)
 
 
 @jax.jit

@@ -32,6 +32,8 @@ HEALTH_FLAGS = {
     "no_success_at_max_eps": "not a single correctly classified sample was flipped at the largest ε",
     "gradient_masking_suspected": "an ensemble's gradient-free member broke samples that every gradient-based member "
                                   "left correct (more than max(2, 1% of n) at some ε): gradients mislead here",
+    "attack_not_converged": "more than max(2, 5% of n) samples the attack left correctly classified still had a "
+                            "rising loss at its last step (APGD): more steps could break them (an ensemble: any member)",
     "nonfinite_probabilities": "the detector returned NaN/inf for some inputs (clean or attacked): those samples "
                                "have no verdict and are left out of n (summary: 'left out')",
 }
@@ -91,6 +93,26 @@ def _weaker_than_single_step(curves: dict[R.CurveKey, list[dict]]) -> set[R.Curv
     return out
 
 
+def _unconverged(info: Mapping[str, Any]) -> bool:
+    s = info["samples"]
+    if "still_improving" not in s:
+        return False
+    count = int(np.sum(s["still_improving"] & s["correct"] & Cells.valid(s)))
+    return count > max(2, 0.05 * len(s["index"]))
+
+
+def _not_converged(curves: dict[R.CurveKey, list[dict]]) -> set[R.CurveKey]:
+    """Curves with a cell (or, for an ensemble, a member cell) whose attack had not converged."""
+    by_id = {info["meta"]["cell"]: info for infos in curves.values() for info in infos}
+    out = set()
+    for key, infos in curves.items():
+        for info in infos:
+            members = [by_id[c] for _, c in info["meta"].get("members", []) if c in by_id]
+            if _unconverged(info) or any(_unconverged(m) for m in members):
+                out.add(key)
+    return out
+
+
 def _masking_suspected(curves: dict[R.CurveKey, list[dict]]) -> set[R.CurveKey]:
     """Ensemble curves whose gradient-free member breaks what every gradient member misses."""
     by_id = {info["meta"]["cell"]: info for infos in curves.values() for info in infos}
@@ -121,6 +143,8 @@ def health(curves: dict[R.CurveKey, list[dict]], dead: Mapping[R.CurveKey, float
         flags[key].append("iterative_weaker_than_fgsm")
     for key in _masking_suspected(curves):
         flags[key].append("gradient_masking_suspected")
+    for key in _not_converged(curves):
+        flags[key].append("attack_not_converged")
     return {k: sorted(set(v)) for k, v in flags.items()}
 
 

@@ -10,6 +10,7 @@ import pytest
 from rrjax.attacks import _common as C
 from rrjax.attacks import cw_bounded, pgd
 from rrjax.attacks.pgd import _pgd_grid
+from tests.attacks.helpers import assert_in_threat_model, constraint_problem
 
 EPS = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2], np.float32)
 
@@ -62,22 +63,9 @@ def test_l2_reaches_the_boundary_distance(linear):
 @pytest.mark.parametrize("shape", [(8, 8, 3), (3, 8, 8, 3)], ids=["image", "video"])
 @pytest.mark.parametrize("attack", [pgd, cw_bounded])
 def test_constraints_hold_on_cnn(tiny_cnn, norm, shape, attack):
-    logits_fn = tiny_cnn(shape)
-    x = jax.random.uniform(jax.random.key(1), (6,) + shape)
-    x = x.at[0].set(0.0).at[1].set(1.0)  # box corners
-    y = jnp.array([0, 1, 0, 1, 0, 1], jnp.int32)
-    eps = np.array([0.0, 0.03, 0.2, 0.7], np.float32) if norm == "linf" else np.array([0.0, 0.1, 1.0, 5.0], np.float32)
+    logits_fn, x, y, eps = constraint_problem(tiny_cnn, shape, norm)
     x_adv = attack(logits_fn, x, y, eps, key=jax.random.key(0), norm=norm, steps=5)
-    assert x_adv.shape == (4, 6) + shape and x_adv.dtype == jnp.float32
-    assert bool(jnp.all((x_adv >= 0) & (x_adv <= 1)))
-    d = x_adv - x[None]
-    if norm == "linf":
-        # Exact in float32: |x_adv - x| <= eps element-wise.
-        assert bool(jnp.all(jnp.abs(d) <= jnp.asarray(eps).reshape(-1, *([1] * (d.ndim - 1)))))
-    else:
-        n = jnp.sqrt(jnp.sum(d.reshape(4, 6, -1) ** 2, -1))
-        assert bool(jnp.all(n <= jnp.asarray(eps)[:, None] * (1 + 1e-5)))
-    np.testing.assert_array_equal(np.asarray(x_adv[0]), np.asarray(x))  # eps = 0 returns x
+    assert_in_threat_model(x_adv, x, eps, norm)
 
 
 def test_deterministic_for_a_key_and_random_across_keys(tiny_cnn):

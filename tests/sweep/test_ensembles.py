@@ -89,3 +89,17 @@ def test_gradient_masking_is_suspected_when_the_gradient_free_member_wins(regist
     flags = {r["attack"]: r["health"] for r in R.load_records(tmp_path)}
     assert "gradient_masking_suspected" in flags["masking_ens"]
     assert "gradient_masking_suspected" not in flags["pgd"]
+
+
+def test_apgd_convergence_is_stored_and_an_unconverged_run_is_flagged(tmp_path):
+    """APGD's per-sample 'best loss still rising at the end' reaches the cell files; a run of
+    two steps on samples it cannot break is flagged, a converged one is not."""
+    models, data, _, settings = sweep_runner.build()
+    short = S.SweepSettings(eps=(0.001,), tolerance=settings.tolerance, batch_size=8, seed=settings.seed)
+    S.run_sweep(models[:1], data, S.parse_attacks("apgd(steps=2),apgd(steps=40)"), short, tmp_path, progress=False)
+    rows = R.load_records(tmp_path)
+    by_steps = {r["attack_params"]["steps"]: r for r in rows}
+    info = R.read_cell(tmp_path, by_steps[2]["cell"])
+    assert info["samples"]["still_improving"].dtype == bool
+    assert "attack_not_converged" in by_steps[2]["health"]
+    assert "attack_not_converged" not in by_steps[40]["health"]
