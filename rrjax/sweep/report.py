@@ -103,7 +103,7 @@ def _unconverged(info: Mapping[str, Any]) -> bool:
 
 def _not_converged(curves: dict[R.CurveKey, list[dict]]) -> set[R.CurveKey]:
     """Curves with a cell (or, for an ensemble, a member cell) whose attack had not converged."""
-    by_id = {info["meta"]["cell"]: info for infos in curves.values() for info in infos}
+    by_id = {info["meta"].get("cell"): info for infos in curves.values() for info in infos}
     out = set()
     for key, infos in curves.items():
         for info in infos:
@@ -115,7 +115,7 @@ def _not_converged(curves: dict[R.CurveKey, list[dict]]) -> set[R.CurveKey]:
 
 def _masking_suspected(curves: dict[R.CurveKey, list[dict]]) -> set[R.CurveKey]:
     """Ensemble curves whose gradient-free member breaks what every gradient member misses."""
-    by_id = {info["meta"]["cell"]: info for infos in curves.values() for info in infos}
+    by_id = {info["meta"].get("cell"): info for infos in curves.values() for info in infos}
     out = set()
     for key, infos in curves.items():
         for info in infos:
