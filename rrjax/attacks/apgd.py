@@ -208,35 +208,26 @@ def _apgd_grid(
 
 
 def apgd_with_info(
-    logits_fn: Any,
-    x: ArrayLike,
-    y: ArrayLike,
-    eps: ArrayLike,
-    *,
-    key: ArrayLike,
-    steps: int = 100,
-    norm: str = "linf",
-    loss: str = "ce",
-    restarts: int = 1,
-    rho: float = 0.75,
-    random_start: bool = True,
-    target: ArrayLike | None = None,
-    shift_norm: str = "linf",
-    eps_batch_size: int | None = None,
-    unroll: bool = False,
+    logits_fn: Any, x: ArrayLike, y: ArrayLike, eps: ArrayLike, *, key: ArrayLike, target: ArrayLike | None = None,
+    **hparams: Any,
 ) -> APGDResult:
-    """Auto-PGD with its per-(ε, sample) convergence signal; see :func:`apgd` for the arguments.
+    """Auto-PGD with its per-(ε, sample) convergence signal; ``hparams`` are :func:`apgd`'s.
 
     Returns:
       :class:`APGDResult`: ``x_adv`` as :func:`apgd` returns it, and
       ``improved_since_last_checkpoint`` (bool ``[E,N]``, ``[N]`` for a scalar ε): whether the
       best loss was still rising at the end of the schedule (a health check's "attack not
       converged").
+
+    Raises:
+      ValueError: an unknown hyperparameter (the valid ones are listed) or an invalid value.
     """
+    defaults = keyword_defaults(apgd)
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise ValueError(f"apgd has no hyperparameter(s) {unknown}; valid: {sorted(defaults)}")
     prep = C.prepare(logits_fn, x, y, eps, key)
-    hp = check_hparams(steps=steps, norm=norm, loss=loss, restarts=restarts, rho=rho, random_start=random_start,
-                       shift_norm=shift_norm, eps_batch_size=eps_batch_size, unroll=unroll,
-                       targeted=target is not None)
+    hp = check_hparams(**{**defaults, **hparams}, targeted=target is not None)
     label = prep.y if target is None else C.prepare_target(target, prep)
     x_adv, improved = core_with_info(prep.logits_fn, prep.x, label, prep.eps, prep.keys,
                                      targeted=target is not None, num_classes=prep.num_classes, **hp)

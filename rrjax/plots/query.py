@@ -166,7 +166,7 @@ def select(
             chosen.append(f"{field}={want!r}")
     if models is not None:
         names = [models] if isinstance(models, str) else list(models)
-        rows = _filter_models(rows, names, chosen)
+        rows = _keep_named(rows, "model", names, _context(chosen))
         chosen.append(f"models={names!r}")
     for field, want in (("eps", eps), ("tolerance", tolerance)):
         if want is not None:
@@ -188,15 +188,18 @@ def _filter_field(rows: list[dict], field: str, want: Any, chosen: Sequence[str]
     return kept
 
 
-def _filter_models(rows: list[dict], names: list[str], chosen: Sequence[str]) -> list[dict]:
+def _keep_named(rows: list[dict], field: str, names: list[str], context: str = "") -> list[dict]:
+    """The rows whose ``field`` (``model``/``attack``) is one of ``names``; a name without rows
+    raises ``ValueError`` listing the available ones."""
+    plural = f"{field}s"
     if not names:
-        raise ValueError("models is empty; expected one or more model names (or None for all)")
-    avail = distinct(rows, "model")
+        raise ValueError(f"{plural} is empty; expected one or more {field} names (or None for all)")
+    avail = distinct(rows, field)
     unknown = [m for m in names if m not in avail]
     if unknown:
-        raise ValueError(f"models={names!r}: no records for {', '.join(map(repr, unknown))}{_context(chosen)}; "
-                         f"available models: {', '.join(map(repr, avail))}")
-    return [r for r in rows if r["model"] in names]
+        raise ValueError(f"{plural}={names!r}: no records for {', '.join(map(repr, unknown))}{context}; "
+                         f"available {plural}: {', '.join(map(repr, avail))}")
+    return [r for r in rows if r[field] in names]
 
 
 def _filter_float(rows: list[dict], field: str, want: Any, chosen: Sequence[str]) -> list[dict]:
@@ -216,15 +219,7 @@ def select_attacks(rows: Any, attacks: str | Sequence[str] | None, **filters: An
     if attacks is None:
         return select(rows, **filters)
     names = [attacks] if isinstance(attacks, str) else list(attacks)
-    if not names:
-        raise ValueError("attacks is empty; expected one or more attack names (or None for all)")
-    base = select(rows, **filters)
-    avail = distinct(base, "attack")
-    unknown = [a for a in names if a not in avail]
-    if unknown:
-        raise ValueError(f"attacks={names!r}: no records for {', '.join(map(repr, unknown))}; "
-                         f"available attacks: {', '.join(map(repr, avail))}")
-    return [r for r in base if r["attack"] in names]
+    return _keep_named(select(rows, **filters), "attack", names)
 
 
 def require_single(rows: Sequence[Mapping], fields: Sequence[str], what: str) -> dict[str, Any]:

@@ -32,3 +32,29 @@ def assert_in_threat_model(x_adv, x, eps, norm):
     zero = np.flatnonzero(np.asarray(eps) == 0)
     for i in zero:
         np.testing.assert_array_equal(np.asarray(x_adv[i]), np.asarray(x))
+
+
+def assert_restarts_keep_the_worst_case(attack, logits_fn, x, y, key, restarts, loss, **kw):
+    """``attack(..., restarts=R)`` keeps, per sample, the worst of its R single runs: restart
+    ``r >= 1`` starts from ``fold_in(k_i, r)``, restart 0 from ``k_i`` (or, for prob_shift, from
+    ``x`` itself); the worst is a success first, then the highest loss (prob_shift: the largest)."""
+    from rrjax.attacks import _common as C
+
+    n = len(x)
+    best = attack(logits_fn, x, y, 0.05, key=key, restarts=restarts, loss=loss, **kw)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n, dtype=jnp.uint32))
+    runs = [attack(logits_fn, x, y, 0.05, key=keys if r == 0 else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys),
+                   loss=loss, random_start=not (r == 0 and loss == "prob_shift"), **kw)
+            for r in range(restarts)]
+    spec = C.LossSpec(name=loss)
+    p_ref = jax.nn.softmax(logits_fn(x))
+    losses = np.stack([np.asarray(C.per_sample_loss(spec, logits_fn(r), y, p_ref)) for r in runs])
+    ok = np.stack([np.asarray(jnp.argmax(logits_fn(r), -1) != y) for r in runs])
+    got_loss = np.asarray(C.per_sample_loss(spec, logits_fn(best), y, p_ref))
+    if loss == "prob_shift":
+        np.testing.assert_allclose(got_loss, losses.max(0), rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(np.asarray(jnp.argmax(logits_fn(best), -1) != y), ok.any(0))
+        expect = np.where(ok.any(0), np.where(ok, losses, -np.inf).max(0), losses.max(0))
+        np.testing.assert_allclose(got_loss, expect, rtol=1e-5)
+    assert len({losses[:, i].round(6).tobytes() for i in range(n)}) > 1  # restarts differ

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from rrjax.attacks import _common as C
 from rrjax.attacks import apgd, apgd_with_info, pgd, resolve_hparams
 from rrjax.attacks.apgd import _apgd_grid, checkpoints
-from tests.attacks.helpers import assert_in_threat_model, constraint_problem
+from tests.attacks.helpers import assert_in_threat_model, assert_restarts_keep_the_worst_case, constraint_problem
 
 EPS = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.2], np.float32)
 
@@ -119,27 +118,9 @@ def test_grid_equals_separate_calls_chunks_and_unrolled():
 
 @pytest.mark.parametrize("loss", ["ce", "prob_shift"])
 def test_restarts_keep_each_samples_worst_case(loss):
-    logits_fn = _mlp(seed=2)
     x = jax.random.uniform(jax.random.key(4), (16, 4, 4, 3))
     y = (jnp.arange(16) % 2).astype(jnp.int32)
-    key, restarts = jax.random.key(5), 3
-    best = apgd(logits_fn, x, y, 0.05, key=key, steps=4, restarts=restarts, loss=loss)
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(16, dtype=jnp.uint32))
-    runs = [apgd(logits_fn, x, y, 0.05, key=keys if r == 0 else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys),
-                 steps=4, loss=loss, random_start=not (r == 0 and loss == "prob_shift"))
-            for r in range(restarts)]
-    spec = C.LossSpec(name=loss)
-    p_ref = jax.nn.softmax(logits_fn(x))
-    losses = np.stack([np.asarray(C.per_sample_loss(spec, logits_fn(r), y, p_ref)) for r in runs])
-    ok = np.stack([np.asarray(jnp.argmax(logits_fn(r), -1) != y) for r in runs])
-    got_loss = np.asarray(C.per_sample_loss(spec, logits_fn(best), y, p_ref))
-    if loss == "prob_shift":
-        np.testing.assert_allclose(got_loss, losses.max(0), rtol=1e-5)
-    else:
-        np.testing.assert_array_equal(np.asarray(jnp.argmax(logits_fn(best), -1) != y), ok.any(0))
-        expect = np.where(ok.any(0), np.where(ok, losses, -np.inf).max(0), losses.max(0))
-        np.testing.assert_allclose(got_loss, expect, rtol=1e-5)
-    assert len({losses[:, i].round(6).tobytes() for i in range(16)}) > 1  # restarts differ
+    assert_restarts_keep_the_worst_case(apgd, _mlp(seed=2), x, y, jax.random.key(5), 3, loss, steps=4)
 
 
 def test_returns_the_best_iterate_not_the_last():

@@ -10,7 +10,7 @@ import pytest
 from rrjax.attacks import _common as C
 from rrjax.attacks import cw_bounded, pgd
 from rrjax.attacks.pgd import _pgd_grid
-from tests.attacks.helpers import assert_in_threat_model, constraint_problem
+from tests.attacks.helpers import assert_in_threat_model, assert_restarts_keep_the_worst_case, constraint_problem
 
 EPS = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2], np.float32)
 
@@ -130,31 +130,9 @@ def test_results_do_not_depend_on_how_samples_are_chunked(tiny_cnn):
 
 @pytest.mark.parametrize("loss", ["ce", "prob_shift"])
 def test_restarts_keep_each_samples_worst_case(tiny_cnn, loss):
-    logits_fn = tiny_cnn((8, 8, 3), seed=2)
     x = jax.random.uniform(jax.random.key(4), (16, 8, 8, 3))
     y = (jnp.arange(16) % 2).astype(jnp.int32)
-    key = jax.random.key(5)
-    restarts = 4
-    best = pgd(logits_fn, x, y, 0.05, key=key, steps=3, restarts=restarts, loss=loss)
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(16, dtype=jnp.uint32))
-    # Restart r >= 1 starts from fold_in(k_i, r); restart 0 from k_i, or from x itself for
-    # prob_shift (whose tie-breaker needs the unmoved start).
-    runs = [pgd(logits_fn, x, y, 0.05, key=keys if r == 0 else jax.vmap(lambda k: jax.random.fold_in(k, r))(keys),
-                steps=3, loss=loss, random_start=not (r == 0 and loss == "prob_shift"))
-            for r in range(restarts)]
-    spec = C.LossSpec(name=loss)
-    p_ref = jax.nn.softmax(logits_fn(x))
-    losses = np.stack([np.asarray(C.per_sample_loss(spec, logits_fn(r), y, p_ref)) for r in runs])
-    ok = np.stack([np.asarray(jnp.argmax(logits_fn(r), -1) != y) for r in runs])
-    got_loss = np.asarray(C.per_sample_loss(spec, logits_fn(best), y, p_ref))
-    if loss == "prob_shift":
-        np.testing.assert_allclose(got_loss, losses.max(0), rtol=1e-5)
-    else:
-        got_ok = np.asarray(jnp.argmax(logits_fn(best), -1) != y)
-        np.testing.assert_array_equal(got_ok, ok.any(0))
-        expect = np.where(ok.any(0), np.where(ok, losses, -np.inf).max(0), losses.max(0))
-        np.testing.assert_allclose(got_loss, expect, rtol=1e-5)
-    assert len({losses[:, i].round(6).tobytes() for i in range(16)}) > 1  # restarts differ
+    assert_restarts_keep_the_worst_case(pgd, tiny_cnn((8, 8, 3), seed=2), x, y, jax.random.key(5), 4, loss, steps=3)
 
 
 def test_targeted_three_class():
